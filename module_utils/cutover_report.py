@@ -1,0 +1,232 @@
+# -*- coding: utf-8 -*-
+# Pure functions: run journal entries -> report dict -> markdown. No I/O, so the report is reproducible
+# from a journal on any machine. The fields are the contract in docs/ARCHITECTURE.md ("Report").
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+ROLLBACK_STEPS = (1, 2, 3, 4, 5, 6)
+COMPONENT_EVENTS = ("component.deploying", "component.switched", "component.state")
+PROBE_FIELDS = ("probe", "phase", "verdict", "value", "baseline", "threshold")
+STEP_FIELDS = ("name", "status", "started_at", "ended_at")
+SNAPSHOT_FIELDS = ("id", "keys", "sha256", "verified")
+DATA_FIELDS = ("keys_before", "keys_after", "lost")
+OUTCOMES = ("migrated", "rolled_back", "failed")
+PASSING_VERDICTS = ("pass", "recorded")
+
+Entry = dict[str, Any]
+
+
+def _data(entry: Entry | None) -> dict[str, Any]:
+    return (entry or {}).get("data") or {}
+
+
+def _first(entries: list[Entry], event: str) -> Entry | None:
+    return next((entry for entry in entries if entry["event"] == event), None)
+
+
+def _last(entries: list[Entry], event: str) -> Entry | None:
+    return next((entry for entry in reversed(entries) if entry["event"] == event), None)
+
+
+def _pick(source: dict[str, Any], fields: Iterable[str]) -> dict[str, Any]:
+    return {field: source.get(field) for field in fields}
+
+
+def build_report(entries: list[Entry], run_id: str | None = None) -> dict[str, Any]:
+    """Build the report of one run from its journal entries (any order; sorted by seq here).
+
+    ``run_id`` is used only when no entry names its run.
+    """
+    ordered = sorted(entries, key=lambda entry: entry["seq"])
+    started = _first(ordered, "run.started")
+    finished = _last(ordered, "run.finished")
+    components = component_rows(ordered)
+    rollback = rollback_section(ordered)
+    return {
+        "run_id": next((entry["run_id"] for entry in ordered if entry.get("run_id")), run_id),
+        "playbook": _data(started).get("playbook"),
+        "outcome": run_outcome(finished, rollback, components, _data(started).get("components") or []),
+        "started_at": started["ts"] if started else (ordered[0].get("ts") if ordered else None),
+        "finished_at": finished["ts"] if finished else None,
+        "target_release": _data(started).get("target_release"),
+        "components": components,
+        "probes": [probe_row(entry) for entry in ordered if entry["event"] == "probe.result"],
+        "rollback": rollback,
+        "snapshot": _section(_last(ordered, "snapshot.created"), SNAPSHOT_FIELDS),
+        "data": _section(_last(ordered, "data.audited"), DATA_FIELDS),
+    }
+
+
+def _section(entry: Entry | None, fields: Iterable[str]) -> dict[str, Any] | None:
+    return _pick(_data(entry), fields) if entry else None
+
+
+def component_rows(entries: list[Entry]) -> list[dict[str, Any]]:
+    """One row per (component, host) in order of first appearance.
+
+    from/to come from the FIRST switch of the run (the direction the run moved the component; a rollback
+    in the same run switches back and shows in ``state``), falling back to the first deploy.
+    """
+    rows: dict[tuple[str, str | None], dict[str, Any]] = {}
+    release_sources: dict[tuple[str, str | None], str] = {}
+    for entry in entries:
+        if entry["event"] not in COMPONENT_EVENTS or not entry.get("component"):
+            continue
+        key = (entry["component"], entry.get("host"))
+        row = rows.setdefault(key, {"name": key[0], "host": key[1], "from_release": None, "to_release": None,
+                                    "state": None})
+        data = _data(entry)
+        if entry["event"] == "component.state":
+            row["state"] = data.get("state")
+        elif _takes_releases(release_sources.get(key), entry["event"]):
+            row.update(from_release=data.get("from_release"), to_release=data.get("to_release"))
+            release_sources[key] = entry["event"]
+    return list(rows.values())
+
+
+def _takes_releases(current_source: str | None, event: str) -> bool:
+    """A first switch beats any deploy; otherwise the first event that names releases wins."""
+    return current_source is None or (current_source == "component.deploying" and event == "component.switched")
+
+
+def probe_row(entry: Entry) -> dict[str, Any]:
+    return {"component": entry.get("component"), "host": entry.get("host"), **_pick(_data(entry), PROBE_FIELDS)}
+
+
+def rollback_section(entries: list[Entry]) -> dict[str, Any] | None:
+    """Trigger of the first rollback.triggered; per step the LAST attempt (a rerun overrides a crashed one)."""
+    triggered = _first(entries, "rollback.triggered")
+    latest_attempts: dict[int, Entry] = {}
+    for entry in entries:
+        if entry["event"] == "rollback.step":
+            step = _step_number(_data(entry).get("step"))
+            if step is not None:
+                latest_attempts[step] = entry
+    if triggered is None and not latest_attempts:
+        return None
+    steps = [{"step": step, **_pick(_data(latest_attempts[step]), STEP_FIELDS)} for step in sorted(latest_attempts)]
+    return {"trigger": _data(triggered).get("trigger") if triggered else None, "steps": steps}
+
+
+def _step_number(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def run_outcome(finished: Entry | None, rollback: dict[str, Any] | None, components: list[dict[str, Any]],
+                planned: list[str]) -> str:
+    """The recorded outcome, or for a run that never finished, the outcome its journal proves."""
+    recorded = _data(finished).get("outcome")
+    if recorded in OUTCOMES:
+        return recorded
+    if rollback is not None:
+        ok_steps = tuple(step["step"] for step in rollback["steps"] if step["status"] == "ok")
+        return "rolled_back" if ok_steps == ROLLBACK_STEPS else "failed"
+    migrated = {row["name"] for row in components if row["state"] == "migrated"}
+    if components and all(row["state"] == "migrated" for row in components) and set(planned) <= migrated:
+        return "migrated"
+    return "failed"
+
+
+# ---- markdown -------------------------------------------------------------------------------------------
+
+OUTCOME_HEADLINES = {
+    "migrated": "MIGRATED - every component runs the new release",
+    "rolled_back": "ROLLED BACK - the old release is serving again",
+    "failed": "FAILED - needs a human",
+}
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(_cell(value) for value in row) + " |" for row in rows]
+    return lines
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """A short summary for the operator on call: outcome first, then why, what, and whether data survived."""
+    lines = ["# Cutover run %s: %s" % (report["run_id"], OUTCOME_HEADLINES.get(report["outcome"], report["outcome"])),
+             ""]
+    lines += _summary_lines(report) + [""]
+    lines += _trigger_lines(report["rollback"])
+    lines += ["## Components", ""]
+    lines += _table(["component", "host", "from", "to", "state"],
+                    [[row["name"], row["host"], row["from_release"], row["to_release"], row["state"]]
+                     for row in report["components"]]) if report["components"] else ["No component was touched."]
+    lines += [""] + _rollback_lines(report["rollback"]) + _probe_lines(report["probes"])
+    lines += ["## Data", "", _data_line(report["data"]), "", "## Snapshot", "", _snapshot_line(report["snapshot"]), ""]
+    return "\n".join(lines)
+
+
+def _summary_lines(report: dict[str, Any]) -> list[str]:
+    what = "%s to release `%s`" % (report["playbook"] or "unknown playbook", report["target_release"] or "?")
+    if report["finished_at"] is None:
+        return ["**Outcome: %s** (%s). Started %s; **the run never finished** (no run.finished in the journal): "
+                "check the hosts before anything else." % (report["outcome"], what, _cell(report["started_at"]))]
+    return ["**Outcome: %s** (%s). Started %s, finished %s."
+            % (report["outcome"], what, _cell(report["started_at"]), report["finished_at"])]
+
+
+def _trigger_lines(rollback: dict[str, Any] | None) -> list[str]:
+    if rollback is None:
+        return []
+    trigger = rollback["trigger"] or {}
+    if "probe" in trigger:
+        text = "Probe `%s` of component `%s`: value **%s** vs baseline %s (threshold %s)." % (
+            _cell(trigger.get("probe")), _cell(trigger.get("component")), _cell(trigger.get("value")),
+            _cell(trigger.get("baseline")), _cell(trigger.get("threshold")))
+    elif trigger.get("reason"):
+        text = "Reason given: %s" % _cell(trigger["reason"])
+    else:
+        text = "No trigger recorded."
+    return ["## Rollback trigger", "", text, ""]
+
+
+def _rollback_lines(rollback: dict[str, Any] | None) -> list[str]:
+    if rollback is None:
+        return []
+    by_step = {step["step"]: step for step in rollback["steps"]}
+    rows = [[number, by_step[number]["name"], by_step[number]["status"], by_step[number]["started_at"],
+             by_step[number]["ended_at"]] if number in by_step else [number, "-", "**not recorded**", None, None]
+            for number in sorted(set(ROLLBACK_STEPS) | set(by_step))]
+    return ["## Rollback steps", ""] + _table(["step", "name", "status", "started", "ended"], rows) + [""]
+
+
+def _probe_lines(probes: list[dict[str, Any]]) -> list[str]:
+    bad = [probe for probe in probes if probe["verdict"] not in PASSING_VERDICTS]
+    if not probes:
+        return ["## Probes", "", "No probe results recorded.", ""]
+    if not bad:
+        return ["## Probes", "", "%d probe results, none failed." % len(probes), ""]
+    rows = [[probe["component"], probe["host"], probe["probe"], probe["phase"], probe["verdict"], probe["value"],
+             probe["baseline"], probe["threshold"]] for probe in bad]
+    return (["## Probes", "", "%d of %d probe results failed or errored:" % (len(bad), len(probes)), ""]
+            + _table(["component", "host", "probe", "phase", "verdict", "value", "baseline", "threshold"], rows) + [""])
+
+
+def _data_line(data: dict[str, Any] | None) -> str:
+    if data is None:
+        return "No data audit recorded: compare key counts against the snapshot before trusting the cache."
+    if data["lost"]:
+        return "**DATA LOSS: %s keys lost** (%s keys before, %s after)." % (
+            _cell(data["lost"]), _cell(data["keys_before"]), _cell(data["keys_after"]))
+    return "No keys lost (%s keys before, %s after)." % (_cell(data["keys_before"]), _cell(data["keys_after"]))
+
+
+def _snapshot_line(snapshot: dict[str, Any] | None) -> str:
+    if snapshot is None:
+        return "**No snapshot recorded.**"
+    verified = "verified" if snapshot["verified"] else "**NOT verified**"
+    return "`%s`: %s keys, sha256 `%s`, %s." % (_cell(snapshot["id"]), _cell(snapshot["keys"]),
+                                                _cell(snapshot["sha256"]), verified)

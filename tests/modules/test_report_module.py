@@ -1,0 +1,185 @@
+"""cutover_report fed from a real journal written and read by cutover_journal."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+import cutover_journal
+import cutover_report
+from ansible.module_utils.cutover_report import build_report, render_markdown
+from conftest import ModuleFailed, run_module
+
+RUN_ID = "20261125T222114Z"
+NEXT_RUN_ID = "20261126T080000Z"
+PASSWORD = "s3cret-redis-pw"
+
+
+def record(journal: Path, run_id: str, event: str, component: str | None = None, host: str | None = None,
+           **data) -> None:
+    args = {"path": str(journal), "run_id": run_id, "event": event, "data": data}
+    if component:
+        args.update(component=component, host=host or "toy1")
+    run_module(cutover_journal.main, args)
+
+
+def rolled_back_run(journal: Path, run_id: str = RUN_ID) -> list[dict]:
+    """A faulty migrate of tts that rolled back, journaled through the real module; returns the read entries."""
+    record(journal, run_id, "run.started", playbook="migrate", target_release="migrated", components=["tts"],
+           controller="ops1", user="alice", redis_url="redis://svc:%s@redis1:6379/0" % PASSWORD)
+    record(journal, run_id, "snapshot.created", id=run_id + "-redis", path="/x", keys=42, namespaces={"tts:*": 42},
+           sha256="ab" * 32, verified=True, mode="logical")
+    record(journal, run_id, "component.switched", "tts", from_release="legacy", to_release="migrated")
+    record(journal, run_id, "probe.result", "tts", probe="tts_cached_latency_ms", phase="canary", verdict="fail",
+           value=412.0, baseline=38.5, threshold=3.0, critical=True)
+    record(journal, run_id, "rollback.triggered", "tts", trigger={"component": "tts", "probe": "tts_cached_latency_ms",
+                                                                  "value": 412.0, "baseline": 38.5, "threshold": 3.0})
+    for step, name in enumerate(["detect", "stop", "restore_code", "restore_data", "quick_test", "resume"], start=1):
+        record(journal, run_id, "rollback.step", step=step, name=name, status="ok", started_at="a%d" % step,
+               ended_at="b%d" % step, detail="password=%s" % PASSWORD)
+    record(journal, run_id, "component.state", "tts", state="rolled_back", release="legacy")
+    record(journal, run_id, "data.audited", keys_before=42, keys_after=42, lost=0, namespaces={"tts:*": 42})
+    record(journal, run_id, "run.finished", outcome="rolled_back", message="tts rolled back")
+    return run_module(cutover_journal.main, {"path": str(journal), "run_id": run_id, "state": "read"})["entries"]
+
+
+def report(dest: Path, entries: list[dict], run_id: str = RUN_ID, check_mode: bool = False) -> dict:
+    return run_module(cutover_report.main, {"entries": entries, "dest": str(dest), "run_id": run_id},
+                      check_mode=check_mode)
+
+
+def files_state(dest: Path) -> dict[str, tuple]:
+    """(inode, mtime, content) of every file plus the latest link target: proves nothing was rewritten."""
+    state: dict[str, tuple] = {}
+    for root, _, names in os.walk(dest):
+        for name in names:
+            path = Path(root) / name
+            if path.is_symlink():
+                state[str(path)] = ("link", os.readlink(path))
+            else:
+                info = path.stat()
+                state[str(path)] = (info.st_ino, info.st_mtime_ns, path.read_bytes())
+    return state
+
+
+def test_report_files_and_latest_link_are_written(tmp_path):
+    entries = rolled_back_run(tmp_path / "journal")
+    dest = tmp_path / "reports"
+    result = report(dest, entries)
+    json_path, md_path = dest / RUN_ID / "report.json", dest / RUN_ID / "report.md"
+    assert result["changed"] is True
+    assert result["path"] == str(json_path) and result["markdown_path"] == str(md_path)
+    written = json.loads(json_path.read_text())
+    assert written == result["report"] == build_report(entries)
+    assert md_path.read_text() == render_markdown(written)
+    assert written["outcome"] == "rolled_back"
+    assert written["components"] == [{"name": "tts", "host": "toy1", "from_release": "legacy",
+                                      "to_release": "migrated", "state": "rolled_back"}]
+    assert [step["status"] for step in written["rollback"]["steps"]] == ["ok"] * 6
+    assert os.readlink(dest / "latest") == RUN_ID, "latest is a relative link to the run dir"
+    assert (dest / "latest" / "report.json").read_text() == json_path.read_text()
+    assert stat.S_IMODE(json_path.stat().st_mode) == 0o640
+    assert sorted(os.listdir(dest)) == ["20261125T222114Z", "latest"], "no temp files or links left"
+    assert sorted(os.listdir(dest / RUN_ID)) == ["report.json", "report.md"]
+
+
+def test_no_secret_reaches_the_report(tmp_path):
+    entries = rolled_back_run(tmp_path / "journal")
+    # a journal written by an older tool: the secret sits in the entries the report is given
+    entries[0]["data"]["password"] = PASSWORD
+    entries[-1]["data"]["message"] = "rolled back, redis://svc:%s@redis1:6379/0 is fine" % PASSWORD
+    dest = tmp_path / "reports"
+    result = report(dest, entries)
+    for path in (dest / RUN_ID / "report.json", dest / RUN_ID / "report.md"):
+        assert PASSWORD not in path.read_text()
+    assert PASSWORD not in json.dumps(result)
+
+
+def test_second_run_with_same_entries_changes_nothing(tmp_path):
+    entries = rolled_back_run(tmp_path / "journal")
+    dest = tmp_path / "reports"
+    report(dest, entries)
+    before = files_state(dest)
+    again = report(dest, entries)
+    assert again["changed"] is False
+    assert files_state(dest) == before
+
+
+def test_latest_moves_to_the_newer_run_and_old_reports_stay(tmp_path):
+    journal, dest = tmp_path / "journal", tmp_path / "reports"
+    report(dest, rolled_back_run(journal))
+    first_report = (dest / RUN_ID / "report.json").read_bytes()
+    record(journal, NEXT_RUN_ID, "run.started", playbook="migrate", target_release="migrated", components=["tts"])
+    record(journal, NEXT_RUN_ID, "component.switched", "tts", from_release="legacy", to_release="migrated")
+    record(journal, NEXT_RUN_ID, "component.state", "tts", state="migrated", release="migrated")
+    record(journal, NEXT_RUN_ID, "run.finished", outcome="migrated", message="ok")
+    entries = run_module(cutover_journal.main, {"path": str(journal), "run_id": NEXT_RUN_ID, "state": "read"})["entries"]
+    result = report(dest, entries, NEXT_RUN_ID)
+    assert result["changed"] is True and result["report"]["outcome"] == "migrated"
+    assert os.readlink(dest / "latest") == NEXT_RUN_ID
+    assert (dest / RUN_ID / "report.json").read_bytes() == first_report
+    assert json.loads((dest / "latest" / "report.json").read_text())["run_id"] == NEXT_RUN_ID
+
+
+def test_report_updates_when_the_journal_grew(tmp_path):
+    journal, dest = tmp_path / "journal", tmp_path / "reports"
+    entries = rolled_back_run(journal)
+    report(dest, entries[:-1])  # written before run.finished was journaled
+    assert json.loads((dest / RUN_ID / "report.json").read_text())["finished_at"] is None
+    result = report(dest, entries)
+    assert result["changed"] is True
+    assert json.loads((dest / RUN_ID / "report.json").read_text())["finished_at"] == entries[-1]["ts"]
+
+
+def test_check_mode_writes_nothing(tmp_path):
+    journal, dest = tmp_path / "journal", tmp_path / "reports"
+    entries = rolled_back_run(journal)
+    result = report(dest, entries, check_mode=True)
+    assert result["changed"] is True and result["report"]["outcome"] == "rolled_back"
+    assert not dest.exists()
+
+    report(dest, entries[:-1])
+    before = files_state(dest)
+    assert report(dest, entries, check_mode=True)["changed"] is True
+    assert files_state(dest) == before
+    report(dest, entries)
+    assert report(dest, entries, check_mode=True)["changed"] is False
+
+
+def test_latest_pointing_elsewhere_counts_as_a_change(tmp_path):
+    journal, dest = tmp_path / "journal", tmp_path / "reports"
+    entries = rolled_back_run(journal)
+    report(dest, entries)
+    os.remove(dest / "latest")
+    os.symlink(NEXT_RUN_ID, dest / "latest")
+    assert report(dest, entries)["changed"] is True
+    assert os.readlink(dest / "latest") == RUN_ID
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda entries: entries.clear(), "entries is empty"),
+    (lambda entries: entries[2].update(run_id=NEXT_RUN_ID), "entries[2] belongs to run %s, not to run_id %s"
+     % (NEXT_RUN_ID, RUN_ID)),
+    (lambda entries: entries[1].pop("seq"), "entries[1] is not a journal entry"),
+])
+def test_bad_entries_are_refused_before_anything_is_written(tmp_path, mutate, message):
+    entries = rolled_back_run(tmp_path / "journal")
+    mutate(entries)
+    dest = tmp_path / "reports"
+    with pytest.raises(ModuleFailed) as failure:
+        report(dest, entries)
+    assert message in failure.value.result["msg"]
+    assert not dest.exists()
+
+
+def test_latest_that_is_not_a_symlink_is_refused(tmp_path):
+    entries = rolled_back_run(tmp_path / "journal")
+    dest = tmp_path / "reports"
+    (dest / "latest").mkdir(parents=True)
+    with pytest.raises(ModuleFailed) as failure:
+        report(dest, entries)
+    assert "latest exists and is not a symlink" in failure.value.result["msg"]
+    assert os.listdir(dest) == ["latest"]
