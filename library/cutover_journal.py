@@ -39,18 +39,44 @@ options:
     description:
       - Dotted lower-case event name, e.g. V(run.started), V(component.switched), V(rollback.step).
       - The events the report understands are listed in C(docs/ARCHITECTURE.md).
-      - Required with O(state=append).
+      - With O(state=append), give either O(event) or O(entries).
     type: str
   component:
-    description: Component the event is about; omit for run-wide events.
+    description:
+      - Component the event is about; omit for run-wide events.
+      - With O(entries), the default for items that name no component.
     type: str
   host:
-    description: Inventory host the event is about (usually C(inventory_hostname)); omit for run-wide events.
+    description:
+      - Inventory host the event is about (usually C(inventory_hostname)); omit for run-wide events.
+      - With O(entries), the default for items that name no host.
     type: str
   data:
     description: Event payload. Secret-looking values are masked before anything is written.
     type: dict
     default: {}
+  entries:
+    description:
+      - Several events to append at once, instead of O(event), O(data). They get contiguous seq numbers and are
+        written with one write and one C(fsync), so no other append lands between them.
+      - An empty list appends nothing (C(changed=false)).
+    type: list
+    elements: dict
+    suboptions:
+      event:
+        description: Dotted lower-case event name.
+        type: str
+        required: true
+      component:
+        description: Component the event is about.
+        type: str
+      host:
+        description: Inventory host the event is about.
+        type: str
+      data:
+        description: Event payload, masked like O(data).
+        type: dict
+        default: {}
 notes:
   - Check mode is supported. With O(state=append) it reports C(changed=true) and the entry it would write, and writes
     nothing.
@@ -80,6 +106,16 @@ EXAMPLES = r"""
     component: tts
     host: "{{ inventory_hostname }}"
     data: {from_release: legacy, to_release: migrated}
+  delegate_to: "{{ cutover_journal_host }}"
+
+- name: Journal every probe result of this host in one append
+  cutover_journal:
+    path: "{{ cutover_state_dir }}/journal"
+    run_id: "{{ cutover_run_id }}"
+    host: "{{ inventory_hostname }}"
+    entries:
+      - {event: probe.result, component: tts, data: {probe: tts_cached_latency_ms, phase: canary, verdict: pass}}
+      - {event: probe.result, component: tts, data: {probe: tts_health, phase: canary, verdict: pass}}
   delegate_to: "{{ cutover_journal_host }}"
 
 - name: Read the journal for the report
@@ -115,6 +151,11 @@ entry:
     host: toy1
     component: tts
     data: {from_release: legacy, to_release: migrated}
+appended:
+  description: The entries appended with O(entries) (in check mode, the entries that would have been appended).
+  returned: state=append with entries
+  type: list
+  elements: dict
 exists:
   description: Whether the run's journal file exists.
   returned: state=read
@@ -153,23 +194,36 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.cutover_journal import (
-    EVENT_PATTERN, RUN_ID_PATTERN, append_entry, build_entry, journal_file, list_runs, next_seq, read_journal,
+    EVENT_PATTERN, RUN_ID_PATTERN, append_entries, build_entries, journal_file, list_runs, next_seq, read_journal,
     redact,
 )
 
 
+def requested_events(params: dict[str, Any]) -> list[dict[str, Any]]:
+    """The events to append: the one given by event/data, or each item of entries (host/component defaulted)."""
+    if params["entries"] is None:
+        return [{"event": params["event"], "host": params["host"], "component": params["component"],
+                 "data": params["data"]}]
+    return [{"event": item["event"], "host": item["host"] or params["host"],
+             "component": item["component"] or params["component"], "data": item["data"]}
+            for item in params["entries"]]
+
+
 def append(module: AnsibleModule, directory: str, run_id: str) -> dict[str, Any]:
-    params = module.params
     secrets: set[str] = set()
-    data = redact(params["data"], secrets)
+    events = [dict(event, data=redact(event["data"], secrets)) for event in requested_events(module.params)]
     # A secret handed in by mistake must not reappear in this module's result or its syslog line either.
     module.no_log_values.update(secrets)
     path = journal_file(directory, run_id)
-    if module.check_mode:
-        entry = build_entry(next_seq(path), run_id, params["event"], params["host"], params["component"], data)
+    if not events:
+        appended: list[dict[str, Any]] = []
+    elif module.check_mode:
+        appended = build_entries(next_seq(path), run_id, events)
     else:
-        entry = append_entry(directory, run_id, params["event"], params["host"], params["component"], data)
-    return {"changed": True, "path": path, "entry": entry}
+        appended = append_entries(directory, run_id, events)
+    if module.params["entries"] is None:
+        return {"changed": True, "path": path, "entry": appended[0]}
+    return {"changed": bool(appended), "path": path, "appended": appended}
 
 
 def read(module: AnsibleModule, directory: str, run_id: str) -> dict[str, Any]:
@@ -189,14 +243,23 @@ def list_all(module: AnsibleModule, directory: str) -> dict[str, Any]:
     return {"changed": False, "path": directory, "runs": runs}
 
 
+def event_names(params: dict[str, Any]) -> list[tuple[str, str]]:
+    """(option name, event) pairs to validate, e.g. ('entries[2].event', 'probe.result')."""
+    if params["entries"] is None:
+        return [("event", params["event"])]
+    return [("entries[%d].event" % index, item["event"]) for index, item in enumerate(params["entries"])]
+
+
 def validate(module: AnsibleModule) -> None:
     params = module.params
     if params["run_id"] is not None and not RUN_ID_PATTERN.match(params["run_id"]):
         module.fail_json(msg="run_id %r is not a run id: expected a UTC timestamp like 20261125T222114Z, optionally "
                              "followed by -<lower-case letters/digits>" % params["run_id"])
-    if params["state"] == "append" and not EVENT_PATTERN.match(params["event"]):
-        module.fail_json(msg="event %r is not a dotted lower-case event name like 'run.started' or "
-                             "'rollback.step'" % params["event"])
+    if params["state"] == "append":
+        for name, event in event_names(params):
+            if not EVENT_PATTERN.match(event):
+                module.fail_json(msg="%s %r is not a dotted lower-case event name like 'run.started' or "
+                                     "'rollback.step'" % (name, event))
     if os.path.exists(params["path"]) and not os.path.isdir(params["path"]):
         module.fail_json(msg="path %s exists and is not a directory: it must be the journal directory" % params["path"])
 
@@ -211,8 +274,16 @@ def main() -> None:
             "component": {"type": "str"},
             "host": {"type": "str"},
             "data": {"type": "dict", "default": {}},
+            "entries": {"type": "list", "elements": "dict", "options": {
+                "event": {"type": "str", "required": True},
+                "component": {"type": "str"},
+                "host": {"type": "str"},
+                "data": {"type": "dict", "default": {}},
+            }},
         },
-        required_if=[("state", "append", ["run_id", "event"]), ("state", "read", ["run_id"])],
+        required_if=[("state", "append", ["run_id"]), ("state", "append", ["event", "entries"], True),
+                     ("state", "read", ["run_id"])],
+        mutually_exclusive=[("event", "entries")],
         supports_check_mode=True,
     )
     validate(module)

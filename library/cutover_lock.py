@@ -86,8 +86,8 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-path:
-  description: The lock file.
+lock_path:
+  description: The lock file (not C(path), so the file's own owner and mode are not mixed into the result).
   returned: always
   type: str
   sample: /var/lib/cutover/lock
@@ -299,10 +299,10 @@ def main() -> None:
             result = release(params["path"], params["run_id"], params["force"], params["stale_after"],
                              module.check_mode, now)
     except LockRefused as exc:
-        module.fail_json(msg=str(exc), path=params["path"], holder=exc.holder)
+        module.fail_json(msg=str(exc), lock_path=params["path"], holder=exc.holder)
     except OSError as exc:
         module.fail_json(msg="lock %s: %s" % (params["path"], exc), exception=traceback.format_exc())
-    module.exit_json(path=params["path"], **result)
+    module.exit_json(lock_path=params["path"], **result)
 
 
 if __name__ == "__main__":

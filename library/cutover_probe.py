@@ -93,6 +93,11 @@ options:
       - Not treated as secret; do not put credentials here.
     type: dict
     default: {"X-Cutover-Probe": "1"}
+  base_url:
+    description:
+      - Base URL of the component, e.g. C(http://10.0.0.5:8103). Probe URLs that start with C(/) (C(url),
+        C(urls), C(trigger_url), C(burst_url)) are joined to it, so one probe list serves every host.
+    type: str
 extends_documentation_fragment:
   - cutover_redis
 notes:
@@ -245,8 +250,8 @@ import time
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.cutover_judge import (PHASES, judge, summarize, url_passwords, validate_baseline,
-                                                validate_headers, validate_probe_specs)
+from ansible.module_utils.cutover_judge import (PHASES, judge, resolve_relative_urls, summarize, url_passwords,
+                                                validate_baseline, validate_headers, validate_probe_specs)
 from ansible.module_utils.cutover_probes import Measurement, run_probe
 from ansible.module_utils.cutover_redis import redis_connection_argument_spec, require_redis
 
@@ -300,6 +305,7 @@ def main() -> None:
         only_critical=dict(type="bool", default=False),
         validate_only=dict(type="bool", default=False),
         headers=dict(type="dict", default={"X-Cutover-Probe": "1"}),
+        base_url=dict(type="str"),
     )
     argument_spec.update(redis_connection_argument_spec())
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
@@ -307,7 +313,7 @@ def main() -> None:
     # user:password in a probe URL is masked everywhere in the result, invocation included
     module.no_log_values.update(url_passwords(params["probes"]))
 
-    specs, errors = validate_probe_specs(params["component"], params["probes"])
+    specs, errors = validate_probe_specs(params["component"], resolve_relative_urls(params["probes"], params["base_url"]))
     errors += validate_baseline(params["baseline"]) + validate_headers(params["headers"])
     if errors:
         module.fail_json(msg="invalid probe options: " + "; ".join(errors), errors=errors)

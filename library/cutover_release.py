@@ -92,8 +92,10 @@ options:
   pip_args:
     description:
       - Extra arguments for C(pip install), e.g. C([--find-links, /opt/wheels]) or C([--index-url, URL]).
-      - Part of the env hash. Do not put credentials here (they would show in the task's arguments); give an
-        authenticated index to pip through its configuration or environment instead.
+      - Part of the env hash.
+      - Credentials in URLs (C(https://user:token@host/simple)) are masked in the task result and in error
+        messages, but like any module argument they reach the managed host's syslog when Ansible logs the
+        invocation; prefer giving an authenticated index through pip's configuration or environment.
     type: list
     elements: str
     default: []
@@ -193,7 +195,9 @@ env:
   type: str
   sample: /opt/toy/venvs/3f1c0a9e5d7b42c1a8e6f0b2d4c6e8a0
 env_reused:
-  description: True when an existing complete env was reused, false when it was (or would be) built; null when no env was needed in this task.
+  description:
+    - True when an existing complete env was reused, false when it was (or would be) built.
+    - Null when this task needed no env (nothing installed, or the release has no requirements file).
   returned: always
   type: bool
 installed:
@@ -240,7 +244,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.cutover_release import (
-    Plan, ReleaseError, ReleaseRequest, default_env_root, run_request,
+    Plan, ReleaseError, ReleaseRequest, default_env_root, run_request, url_secrets,
 )
 
 
@@ -267,8 +271,12 @@ def describe(req: ReleaseRequest, plan: Plan, check_mode: bool) -> str:
     elif plan.env:
         parts.append("%s missing env %s" % ("would rebuild" if check_mode else "rebuilt", plan.env.path))
     if plan.switched:
-        parts.append("%s current from %s to %s" % ("would switch" if check_mode else "switched", plan.switch_from,
-                                                    req.release))
+        origin = "from %s" % plan.switch_from if plan.switch_from else "(nothing was current)"
+        if plan.link_switch:
+            parts.append("%s current %s to %s" % ("would switch" if check_mode else "switched", origin, req.release))
+        else:
+            parts.append("%s the interrupted switch %s to %s" % (would + "record" if check_mode else "recorded",
+                                                                 origin, req.release))
     elif req.state == "current":
         parts.append("release %s is already current" % req.release)
     elif not plan.install:
@@ -346,14 +354,17 @@ def main() -> None:
         required_if=[("state", "failed", ["reason"])],
         supports_check_mode=True,
     )
+    # Index URLs may carry credentials: keep them out of the result, including the echoed arguments.
+    for arg in module.params["pip_args"] or []:
+        module.no_log_values.update(url_secrets(arg))
     req = build_request(module.params)
     try:
         plan = run_request(req, module.check_mode)
     except ReleaseError as exc:
         module.fail_json(msg=str(exc), component=req.component, release=req.release)
     except OSError as exc:
-        module.fail_json(msg="root: %s: %s" % (req.root, exc), component=req.component, release=req.release,
-                         exception=traceback.format_exc())
+        module.fail_json(msg="cannot complete the task under root %s (env_root %s): %s" % (req.root, req.env_root, exc),
+                         component=req.component, release=req.release, exception=traceback.format_exc())
     for warning in plan.view.warnings:
         module.warn(warning)
     module.exit_json(**result_of(req, plan, module.check_mode))

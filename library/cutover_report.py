@@ -210,10 +210,10 @@ def main() -> None:
     )
     validate(module)
     dest, run_id = module.params["dest"], module.params["run_id"]
-    secrets: set[str] = set()
-    report = build_report(redact(module.params["entries"], secrets), run_id=run_id)
+    found_secrets: set[str] = set()
+    report = build_report(redact(module.params["entries"], found_secrets), run_id=run_id)
     # Keep secrets found in the entries out of the echoed module arguments as well.
-    module.no_log_values.update(secrets)
+    module.no_log_values.update(found_secrets)
     json_path = os.path.join(dest, run_id, "report.json")
     markdown_path = os.path.join(dest, run_id, "report.md")
     files = {json_path: json.dumps(report, indent=2, ensure_ascii=False) + "\n",

@@ -117,14 +117,13 @@ def fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-def ensure_dir(directory: str) -> bool:
-    """Create the journal dir (0700) if missing; return True when it was created."""
+def ensure_dir(directory: str) -> None:
+    """Create the directory (0700) if missing, durably."""
     if os.path.isdir(directory):
-        return False
+        return
     os.makedirs(directory, mode=DIR_MODE)
     os.chmod(directory, DIR_MODE)  # makedirs' mode is filtered by the umask
     fsync_dir(os.path.dirname(os.path.abspath(directory)))
-    return True
 
 
 @contextmanager
@@ -141,18 +140,15 @@ def parse_lines(raw: bytes) -> tuple[list[dict[str, Any]], list[str]]:
     entries: list[dict[str, Any]] = []
     warnings: list[str] = []
     lines = raw.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    elif lines:
-        warnings.append("journal does not end with a newline: the last write was cut short (crash mid-write?)")
-    for number, line in enumerate(lines, start=1):
+    unterminated = lines.pop()  # b"" when the journal ends with a newline, as every complete append leaves it
+    for number, line in enumerate(lines + [unterminated], start=1):
         entry = _parse_entry(line)
-        if entry is None:
-            if line.strip():
-                warnings.append("line %d is not a complete journal entry (torn write?); skipped: %r"
-                                % (number, line[:80].decode("utf-8", "replace")))
-            continue
-        entries.append(entry)
+        if entry is not None:
+            entries.append(entry)
+        elif line.strip():
+            cause = "the last write was cut short" if number > len(lines) else "a write was cut short earlier"
+            warnings.append("line %d is not a complete journal entry (%s, e.g. by a crash); skipped: %r"
+                            % (number, cause, line[:80].decode("utf-8", "replace")))
     entries.sort(key=lambda item: item["seq"])
     seqs = [entry["seq"] for entry in entries]
     if len(set(seqs)) != len(seqs):
@@ -230,40 +226,43 @@ def next_seq(path: str) -> int:
         os.close(fd)
 
 
-def build_entry(seq: int, run_id: str, event: str, host: str | None, component: str | None,
-                data: dict[str, Any], moment: datetime | None = None) -> dict[str, Any]:
-    return {"seq": seq, "ts": utc_timestamp(moment), "run_id": run_id, "event": event,
-            "host": host, "component": component, "data": data}
+def build_entries(first_seq: int, run_id: str, events: list[dict[str, Any]],
+                  moment: datetime | None = None) -> list[dict[str, Any]]:
+    """Journal entries for events ({event, host, component, data}), numbered from first_seq."""
+    ts = utc_timestamp(moment)
+    return [{"seq": first_seq + offset, "ts": ts, "run_id": run_id, "event": event["event"],
+             "host": event.get("host"), "component": event.get("component"), "data": event.get("data") or {}}
+            for offset, event in enumerate(events)]
 
 
-def append_entry(directory: str, run_id: str, event: str, host: str | None, component: str | None,
-                 data: dict[str, Any], moment: datetime | None = None) -> dict[str, Any]:
-    """Append one redacted entry under an exclusive flock, fsync it, and return it."""
+def append_entries(directory: str, run_id: str, events: list[dict[str, Any]],
+                   moment: datetime | None = None) -> list[dict[str, Any]]:
+    """Append events as redacted entries with contiguous seqs: one flock, one write, one fsync."""
     ensure_dir(directory)
     path = journal_file(directory, run_id)
     fd, created = _open_for_append(path)
     try:
         with locked(fd, exclusive=True):
             last_seq, ends_with_newline = tail_state(fd)
-            entry = build_entry(last_seq + 1, run_id, event, host, component, redact(data), moment)
-            line = json.dumps(entry, sort_keys=False, separators=(",", ":"), default=str) + "\n"
-            # A torn last line stays as it is (append-only); the new entry starts on its own line.
-            payload = (b"" if ends_with_newline else b"\n") + line.encode("utf-8")
-            _write_all(fd, payload)
+            entries = build_entries(last_seq + 1, run_id, [dict(event, data=redact(event.get("data") or {}))
+                                                           for event in events], moment)
+            lines = "".join(json.dumps(entry, separators=(",", ":"), default=str) + "\n" for entry in entries)
+            # A torn last line stays as it is (append-only); the new entries start on a line of their own.
+            _write_all(fd, (b"" if ends_with_newline else b"\n") + lines.encode("utf-8"))
             os.fsync(fd)
     finally:
         os.close(fd)
     if created:
         fsync_dir(directory)
-    return entry
+    return entries
 
 
 def _open_for_append(path: str) -> tuple[int, bool]:
+    """Open for appending (and reading the tail); True when this call created the file."""
     try:
-        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, FILE_MODE), True
+        return os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL, FILE_MODE), True
     except FileExistsError:
-        fd = os.open(path, os.O_RDWR | os.O_APPEND)
-        return fd, False
+        return os.open(path, os.O_RDWR | os.O_APPEND), False
 
 
 def _write_all(fd: int, payload: bytes) -> None:

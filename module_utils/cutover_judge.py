@@ -350,6 +350,31 @@ def _validate_one(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     return spec, problems
 
 
+URL_FIELDS = ("url", "trigger_url", "burst_url")
+
+
+def resolve_relative_urls(probes: Any, base_url: str | None) -> Any:
+    """Join probe URLs that start with '/' (url, urls, trigger_url, burst_url) to the component's base_url.
+
+    Without a base_url they are left alone, so validation reports them as not being http(s) URLs.
+    """
+    if not base_url or not isinstance(probes, list):
+        return probes
+    base = base_url.rstrip("/")
+
+    def join(url: Any) -> Any:
+        return base + url if isinstance(url, str) and url.startswith("/") else url
+
+    resolved = []
+    for probe in probes:
+        if isinstance(probe, dict):
+            probe = dict(probe, **{field: join(probe[field]) for field in URL_FIELDS if field in probe})
+            if isinstance(probe.get("urls"), list):
+                probe["urls"] = [join(url) for url in probe["urls"]]
+        resolved.append(probe)
+    return resolved
+
+
 def validate_probe_specs(component: Any, probes: Any) -> tuple[list[dict[str, Any]], list[str]]:
     """Validate a component's probe list.
 

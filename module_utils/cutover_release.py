@@ -29,7 +29,7 @@ from typing import Any, Iterator
 COMPONENT_PATTERN = re.compile(r"^[a-z][a-z0-9_-]*$")
 RELEASE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 ENV_NAME_PATTERN = re.compile(r"^[0-9a-f]{32}$")
-URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
+URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s]+)@")
 
 REGISTRY_FILE = "releases.json"
 REGISTRY_VERSION = 1
@@ -86,6 +86,15 @@ def utc_now() -> str:
 def redact(text: str) -> str:
     """Drop credentials from URLs (pip index URLs may carry them)."""
     return URL_USERINFO.sub(r"\g<scheme>***@", text)
+
+
+def url_secrets(text: str) -> list[str]:
+    """The secret part of each URL's credentials in ``text``: the password, or a lone token."""
+    secrets = []
+    for match in URL_USERINFO.finditer(text):
+        user, _, password = match.group("userinfo").partition(":")
+        secrets.append(password or user)
+    return secrets
 
 
 # --------------------------------------------------------------------------------------------------- file helpers
@@ -163,7 +172,8 @@ def file_lock(path: str, timeout: float, what: str) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    raise ReleaseError("timeout: %s is still locked by another task after %ss (%s)" % (what, timeout, path))
+                    raise ReleaseError("timeout: %s is still locked by another task after %ss (%s)"
+                                       % (what, timeout, path))
                 time.sleep(0.1)
         yield
     finally:
@@ -197,7 +207,11 @@ def list_tree(src: str) -> list[TreeEntry]:
     entries = [TreeEntry("", src, True, stat.S_IMODE(root_stat.st_mode))]
 
     def visit(directory: str, rel: str, ancestors: frozenset) -> None:
-        for name in sorted(os.listdir(directory)):
+        try:
+            names = sorted(os.listdir(directory))
+        except OSError as exc:
+            raise ReleaseError("src: cannot list %s: %s" % (directory, exc.strerror))
+        for name in names:
             path = os.path.join(directory, name)
             child_rel = name if not rel else rel + "/" + name
             try:
@@ -240,7 +254,11 @@ def _copy_tree(src: str, dest: str | None) -> str:
             digest.update(b"\n")
             continue
         content = hashlib.sha256()
-        with open(entry.path, "rb") as source:
+        try:
+            source = open(entry.path, "rb")
+        except OSError as exc:
+            raise ReleaseError("src: cannot read %s: %s" % (entry.path, exc.strerror))
+        with source:
             out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600) if target is not None else None
             try:
                 for chunk in iter(lambda: source.read(COPY_CHUNK), b""):
@@ -276,11 +294,6 @@ def copy_tree(src: str, dest: str) -> str:
     return _copy_tree(src, dest)
 
 
-def file_sha256(path: str) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.sha256(handle.read()).hexdigest()
-
-
 # ------------------------------------------------------------------------------------------------- environments
 
 @dataclass(frozen=True)
@@ -314,7 +327,8 @@ def run_command(argv: list[str], what: str, option: str, timeout: float, cwd: st
         raise ReleaseError("%s: %s failed to start: %s" % (option, what, exc.strerror))
     output = proc.stdout.decode("utf-8", "replace")
     if proc.returncode != 0:
-        raise ReleaseError("%s: %s failed (exit %d): %s" % (option, what, proc.returncode, redact(output[-2000:].strip())))
+        raise ReleaseError("%s: %s failed (exit %d): %s"
+                           % (option, what, proc.returncode, redact(output[-2000:].strip())))
     return output
 
 
@@ -382,11 +396,20 @@ def build_env(spec: EnvSpec, release_dir: str, timeout: float) -> bool:
     return False
 
 
-def env_references(app_root: str, skip_release_dirs: set[str]) -> set[str]:
-    """Real paths of the envs linked by any release of any component under ``app_root``.
+def release_env_refs(release_dir: str) -> set[str]:
+    """Real paths of the env a release uses: its ``venv`` link and the env in its release.json (a broken link still counts)."""
+    refs: set[str] = set()
+    link = os.path.join(release_dir, VENV_LINK)
+    if os.path.islink(link):
+        refs.add(os.path.realpath(os.path.join(release_dir, os.readlink(link))))
+    meta = _quiet_json(os.path.join(release_dir, META_DIR, META_FILE))
+    if isinstance(meta, dict) and meta.get("env"):
+        refs.add(os.path.realpath(meta["env"]))
+    return refs
 
-    Counts a release's ``venv`` link and the env recorded in its release.json, so a broken link still protects.
-    """
+
+def env_references(app_root: str, skip_release_dirs: set[str]) -> set[str]:
+    """Real paths of the envs linked by any release of any component under ``app_root``."""
     refs: set[str] = set()
     try:
         components = os.listdir(app_root)
@@ -400,14 +423,8 @@ def env_references(app_root: str, skip_release_dirs: set[str]) -> set[str]:
             continue
         for name in names:
             release_dir = os.path.join(releases_dir, name)
-            if os.path.realpath(release_dir) in skip_release_dirs:
-                continue
-            link = os.path.join(release_dir, VENV_LINK)
-            if os.path.islink(link):
-                refs.add(os.path.realpath(os.path.join(release_dir, os.readlink(link))))
-            meta = _quiet_json(os.path.join(release_dir, META_DIR, META_FILE))
-            if isinstance(meta, dict) and meta.get("env"):
-                refs.add(os.path.realpath(meta["env"]))
+            if os.path.realpath(release_dir) not in skip_release_dirs:
+                refs.update(release_env_refs(release_dir))
     return refs
 
 
@@ -419,14 +436,16 @@ def _quiet_json(path: str) -> Any:
         return None
 
 
-def unreferenced_envs(env_root: str, refs: set[str]) -> list[str]:
-    """Env directories (cutover-named, complete or not) in ``env_root`` that nothing links to."""
-    try:
-        names = sorted(os.listdir(env_root))
-    except FileNotFoundError:
-        return []
-    return [os.path.join(env_root, name) for name in names
-            if ENV_NAME_PATTERN.match(name) and os.path.realpath(os.path.join(env_root, name)) not in refs]
+def orphaned_envs(env_root: str, candidates: set[str], refs: set[str]) -> list[str]:
+    """Envs of ``candidates`` (the envs of releases being pruned) that live in ``env_root`` and nothing else links to.
+
+    Only envs this prune orphans are ever removed: an env_root shared with another app root (a test run, a second
+    checkout) keeps the envs that app root uses.
+    """
+    root = os.path.realpath(env_root)
+    return sorted(path for path in candidates
+                  if os.path.dirname(path) == root and ENV_NAME_PATTERN.match(os.path.basename(path))
+                  and path not in refs and os.path.isdir(path))
 
 
 def env_leftovers(env_root: str) -> list[str]:
@@ -451,7 +470,6 @@ class ComponentView:
     foreign: list = field(default_factory=list)  # releases/<name> dirs without .cutover/release.json
     leftovers: list = field(default_factory=list)  # temp and trash paths of interrupted runs
     link_release: str | None = None  # the release `current` points at
-    link_exists: bool = False
     warnings: list = field(default_factory=list)
 
     @property
@@ -473,17 +491,17 @@ def release_entry(meta: dict) -> dict:
             "requirements_sha256": meta.get("requirements_sha256"), "env": meta.get("env")}
 
 
-def _read_link(root: str) -> tuple[bool, str | None, str | None]:
-    """(link exists, release it names, warning)."""
+def _read_link(root: str) -> tuple[str | None, str | None]:
+    """(release the `current` link names, warning about the link)."""
     link = os.path.join(root, CURRENT_LINK)
     if not os.path.lexists(link):
-        return False, None, None
+        return None, None
     if not os.path.islink(link):
-        return True, None, "%s is not a symlink" % link
+        return None, "%s is not a symlink" % link
     target = os.path.normpath(os.path.join(root, os.readlink(link)))
     if os.path.dirname(target) != os.path.join(root, RELEASES_DIR):
-        return True, None, "%s points outside %s/: %s" % (link, RELEASES_DIR, target)
-    return True, os.path.basename(target), None
+        return None, "%s points outside %s/: %s" % (link, RELEASES_DIR, target)
+    return os.path.basename(target), None
 
 
 def inspect_component(root: str, component: str) -> ComponentView:
@@ -495,8 +513,8 @@ def inspect_component(root: str, component: str) -> ComponentView:
     if registry is not None and not (isinstance(registry, dict) and isinstance(registry.get("releases"), dict)
                                      and isinstance(registry.get("history"), list)):
         raise ReleaseError("root: %s is not a cutover release registry; repair it or move it away" % registry_path)
-    view = ComponentView(root=root, registry=copy.deepcopy(registry) if registry is not None else empty_registry(component),
-                         stored_registry=registry)
+    completed = copy.deepcopy(registry) if registry is not None else empty_registry(component)
+    view = ComponentView(root=root, registry=completed, stored_registry=registry)
     view.registry.setdefault("component", component)
     releases_dir = view.releases_dir
     names = sorted(os.listdir(releases_dir)) if os.path.isdir(releases_dir) else []
@@ -519,7 +537,7 @@ def inspect_component(root: str, component: str) -> ComponentView:
             entries[name] = release_entry(meta)
             view.warnings.append("release %s is installed but was missing from the registry (an interrupted "
                                  "install?); it is counted as a successful release" % name)
-    view.link_exists, view.link_release, link_warning = _read_link(root)
+    view.link_release, link_warning = _read_link(root)
     if link_warning:
         view.warnings.append(link_warning)
     if registry is not None and view.link_release != view.registry.get("current"):
@@ -534,9 +552,9 @@ def ordered_releases(registry: dict) -> list[str]:
     return sorted(entries, key=lambda name: entries[name].get("installed_at") or "")
 
 
-def select_prune(registry: dict, keep: int, keep_failed: int) -> list[str]:
-    """Releases beyond keep-N (successful) and keep_failed (failed); never the current or previous one."""
-    protected = {registry.get("current"), registry.get("previous")}
+def select_prune(registry: dict, keep: int, keep_failed: int, spared: set[str]) -> list[str]:
+    """Releases beyond keep-N (successful) and keep_failed (failed); never the current, the previous or ``spared``."""
+    protected = {registry.get("current"), registry.get("previous")} | spared
     entries = registry["releases"]
     candidates = [name for name in ordered_releases(registry) if name not in protected]
     ok = [name for name in candidates if entries[name].get("status") != "failed"]
@@ -584,6 +602,7 @@ class Plan:
     switch_from: str | None = None
     prune: list = field(default_factory=list)
     prune_envs: list = field(default_factory=list)
+    prune_candidates: set = field(default_factory=set)
 
     @property
     def registry_changed(self) -> bool:
@@ -627,6 +646,8 @@ def validate_request(req: ReleaseRequest) -> None:
                                    % (req.src, name))
     if not (os.path.isfile(req.python) and os.access(req.python, os.X_OK)):
         raise ReleaseError("python: %s is not an executable file" % req.python)
+    if os.path.exists(req.root) and not os.path.isdir(req.root):
+        raise ReleaseError("root: %s exists and is not a directory" % req.root)
     for path in (req.root, os.path.join(req.root, RELEASES_DIR)):
         if not writable_or_creatable(path):
             raise ReleaseError("root: %s is not writable (nor creatable) by uid %d" % (path, os.getuid()))
@@ -711,14 +732,17 @@ def _plan_switch(req: ReleaseRequest, plan: Plan, now: str) -> None:
 
 
 def _plan_prune(req: ReleaseRequest, plan: Plan) -> None:
-    plan.prune = select_prune(plan.registry_after, req.keep, req.keep_failed)
+    # Also spared: the release this task is about, and whatever `current` really points at (a switch may have
+    # been interrupted before the registry recorded it).
+    plan.prune = select_prune(plan.registry_after, req.keep, req.keep_failed, {req.release, plan.view.link_release})
     for name in plan.prune:
         del plan.registry_after["releases"][name]
-    refs = env_references(os.path.dirname(req.root), {os.path.realpath(plan.view.release_dir(name))
-                                                      for name in plan.prune})
+    pruned_dirs = {os.path.realpath(plan.view.release_dir(name)) for name in plan.prune}
+    plan.prune_candidates = set().union(*(release_env_refs(path) for path in pruned_dirs))
+    refs = env_references(os.path.dirname(req.root), pruned_dirs)
     if plan.env_path:
         refs.add(os.path.realpath(plan.env_path))
-    plan.prune_envs = unreferenced_envs(req.env_root, refs)
+    plan.prune_envs = orphaned_envs(req.env_root, plan.prune_candidates, refs)
 
 
 def _plan_mark_failed(req: ReleaseRequest, plan: Plan, now: str) -> None:
@@ -795,6 +819,15 @@ def _place_release(tmp: str, final: str, replace: bool) -> None:
     remove_tree(old)
 
 
+def _restamp(req: ReleaseRequest, plan: Plan, now: str) -> None:
+    """Date the install (and the switch that follows it) when the copy and env are ready, not when planned."""
+    entry = plan.registry_after["releases"][req.release]
+    entry["installed_at"] = now
+    if plan.switched:
+        entry["activated_at"][-1] = now
+        plan.registry_after["history"][-1]["at"] = now
+
+
 def _install(req: ReleaseRequest, plan: Plan) -> None:
     """Copy src to releases/.tmp-<release>-<random>, attach the env, then rename it to releases/<release>."""
     os.makedirs(plan.view.releases_dir, exist_ok=True)
@@ -805,6 +838,7 @@ def _install(req: ReleaseRequest, plan: Plan) -> None:
         if plan.env:
             plan.env_reused = build_env(plan.env, tmp, req.timeout)
             os.symlink(plan.env.path, os.path.join(tmp, VENV_LINK))
+        _restamp(req, plan, utc_now())
         os.mkdir(os.path.join(tmp, META_DIR), 0o755)
         write_json_atomic(os.path.join(tmp, META_DIR, META_FILE), _release_meta(req, plan))
         fsync_dir(tmp)
@@ -839,11 +873,11 @@ def _env_lock(req: ReleaseRequest, plan: Plan) -> Iterator[bool]:
         yield True
 
 
-def _prune_envs(req: ReleaseRequest) -> list[str]:
-    """Delete envs nothing links to, rechecked under the env lock (no other install is between build and link)."""
+def _prune_envs(req: ReleaseRequest, candidates: set[str]) -> list[str]:
+    """Delete the envs this prune orphaned, rechecked under the env lock (no other install is between build and link)."""
     for path in env_leftovers(req.env_root):
         remove_tree(path)
-    pruned = unreferenced_envs(req.env_root, env_references(os.path.dirname(req.root), set()))
+    pruned = orphaned_envs(req.env_root, candidates, env_references(os.path.dirname(req.root), set()))
     for path in pruned:
         discard(path)
     return pruned
@@ -875,7 +909,7 @@ def execute_plan(req: ReleaseRequest, plan: Plan) -> None:
                 discard(plan.view.release_dir(name))
         if plan.prune:
             write_json_atomic(registry_path, plan.registry_after)
-        plan.prune_envs = _prune_envs(req) if may_prune_envs else []
+        plan.prune_envs = _prune_envs(req, plan.prune_candidates) if may_prune_envs else []
 
 
 def run_request(req: ReleaseRequest, check_mode: bool) -> Plan:

@@ -182,12 +182,14 @@ def _trigger_lines(rollback: dict[str, Any] | None) -> list[str]:
     if rollback is None:
         return []
     trigger = rollback["trigger"] or {}
-    if "probe" in trigger:
-        text = "Probe `%s` of component `%s`: value **%s** vs baseline %s (threshold %s)." % (
-            _cell(trigger.get("probe")), _cell(trigger.get("component")), _cell(trigger.get("value")),
+    where = " on %s" % _cell(trigger["host"]) if trigger.get("host") else ""
+    if trigger.get("probe"):
+        text = "Probe `%s` of component `%s`%s: value **%s** vs baseline %s (threshold %s)." % (
+            _cell(trigger["probe"]), _cell(trigger.get("component")), where, _cell(trigger.get("value")),
             _cell(trigger.get("baseline")), _cell(trigger.get("threshold")))
     elif trigger.get("reason"):
-        text = "Reason given: %s" % _cell(trigger["reason"])
+        about = " (component `%s`%s)" % (_cell(trigger["component"]), where) if trigger.get("component") else where
+        text = "Reason given%s: %s" % (about, _cell(trigger["reason"]))
     else:
         text = "No trigger recorded."
     return ["## Rollback trigger", "", text, ""]

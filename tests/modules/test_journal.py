@@ -119,8 +119,9 @@ def test_torn_last_line_is_reported_and_next_append_keeps_everything(tmp_path):
     result = read(tmp_path)
     assert [entry["data"]["index"] for entry in result["entries"]] == [0, 1, 2]
     assert result["exists"] is True
-    assert any("does not end with a newline" in text for text in warning_texts(result))
-    assert any("line 4 is not a complete journal entry" in text for text in warning_texts(result))
+    assert warning_texts(result) == [
+        "journal %s: line 4 is not a complete journal entry (the last write was cut short, e.g. by a crash); "
+        "skipped: %r" % (path, torn.decode())]
 
     entry = append(tmp_path, data={"index": 3})["entry"]
     after = path.read_bytes()
@@ -132,13 +133,16 @@ def test_torn_last_line_is_reported_and_next_append_keeps_everything(tmp_path):
     result = read(tmp_path)
     assert [entry["seq"] for entry in result["entries"]] == [1, 2, 3, 4]
     assert warning_texts(result) == [
-        "journal %s: line 4 is not a complete journal entry (torn write?); skipped: %r" % (path, torn.decode())]
+        "journal %s: line 4 is not a complete journal entry (a write was cut short earlier, e.g. by a crash); "
+        "skipped: %r" % (path, torn.decode())]
 
 
 def test_complete_entry_without_final_newline_still_counts(tmp_path):
     append(tmp_path, data={"index": 0})
     path = tmp_path / (RUN_ID + ".jsonl")
     path.write_bytes(path.read_bytes().rstrip(b"\n"))  # cut exactly before the newline
+    result = read(tmp_path)
+    assert [entry["seq"] for entry in result["entries"]] == [1] and warning_texts(result) == []
     assert append(tmp_path, data={"index": 1})["entry"]["seq"] == 2
     assert [json.loads(line)["seq"] for line in journal_lines(tmp_path)[:-1]] == [1, 2]
 
@@ -215,4 +219,42 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path, args, message
         with pytest.raises(ModuleFailed) as failure:
             run_module(cutover_journal.main, {"path": str(directory), **args})
         assert message in failure.value.result["msg"]
+    assert not directory.exists()
+
+
+def test_batch_append_gets_contiguous_seqs_in_one_write(tmp_path):
+    append(tmp_path, "run.started")
+    batch = [{"event": "probe.result", "component": "tts", "data": {"probe": "latency", "verdict": "pass"}},
+             {"event": "probe.result", "component": "safety", "host": "toy2", "data": {"probe": "filter"}},
+             {"event": "component.state", "data": {"state": "migrated", "token": "t-0123456789"}}]
+    args = {"path": str(tmp_path), "run_id": RUN_ID, "host": "toy1", "component": "ai", "entries": batch}
+    would = run_module(cutover_journal.main, args, check_mode=True)
+    assert [entry["seq"] for entry in would["appended"]] == [2, 3, 4]
+    assert len(journal_lines(tmp_path)) == 2, "check mode wrote nothing"
+
+    result = run_module(cutover_journal.main, args)
+    written = [json.loads(line) for line in journal_lines(tmp_path)[1:-1]]
+    assert written == result["appended"]
+    assert [(e["seq"], e["event"], e["host"], e["component"]) for e in written] == [
+        (2, "probe.result", "toy1", "tts"), (3, "probe.result", "toy2", "safety"), (4, "component.state", "toy1", "ai")]
+    assert written[2]["data"] == {"state": "migrated", "token": "********"}
+    assert "t-0123456789" not in (tmp_path / (RUN_ID + ".jsonl")).read_text()
+    assert len({entry["ts"] for entry in written}) == 1
+
+    empty = run_module(cutover_journal.main, {"path": str(tmp_path), "run_id": RUN_ID, "entries": []})
+    assert empty["changed"] is False and empty["appended"] == []
+    assert len(journal_lines(tmp_path)) == 5
+
+
+@pytest.mark.parametrize("args, message", [
+    ({"entries": [{"event": "probe.result"}, {"event": "Probe"}]}, "entries[1].event 'Probe' is not a dotted"),
+    ({"entries": [{"data": {}}]}, "missing required arguments: event found in entries"),
+    ({"entries": [], "event": "run.started"}, "parameters are mutually exclusive: event|entries"),
+    ({}, "state is append but any of the following are missing: event, entries"),
+])
+def test_bad_batch_is_refused_before_anything_is_written(tmp_path, args, message):
+    directory = tmp_path / "journal"
+    with pytest.raises(ModuleFailed) as failure:
+        run_module(cutover_journal.main, {"path": str(directory), "run_id": RUN_ID, **args})
+    assert message in failure.value.result["msg"]
     assert not directory.exists()

@@ -99,6 +99,7 @@ class ToyHandler(BaseHTTPRequestHandler):
                 self.server.cached_texts.add(text)
             self.reply(200, b"\x00audio" * 16, "audio/wav", {"X-Cache": "hit" if hit else "miss"})
         elif route == "/alert":
+            self.server.alerts.xadd(STREAM, {"name": "request_served", "source": "toy"})
             self.server.alerts.xadd(STREAM, {"name": query["name"], "source": "toy"})
             self.reply_json({"queued": True})
         elif route == "/alert-lost":
@@ -321,10 +322,11 @@ def test_stream_growth_counts_matching_alerts(toy: ToyService, redis_server: Red
     ])
     entry = result["results"][0]
     assert (entry["value"], entry["verdict"]) == (3, "pass")
-    assert client.xlen(STREAM) == 4
+    assert client.xlen(STREAM) == 7
     names = [fields[b"name"] for _, fields in client.xrange(STREAM)]
-    assert names[0] == b"older-alert" and len(set(names[1:])) == 1
-    assert "length 1 before, 3 new entries, 3 matching" in entry["detail"]
+    assert names[0] == b"older-alert" and names[1::2] == [b"request_served"] * 3
+    assert len(set(names[2::2])) == 1 and names[2].startswith(b"cutover-")
+    assert "length 1 before, 6 new entries, 3 matching" in entry["detail"]
     assert result["passed"] is True
 
 

@@ -324,3 +324,16 @@ def test_baseline_and_headers_validation() -> None:
     assert validate_headers({"X-Cutover-Probe": "1"}) == []
     assert validate_headers({"X-A": "1\r\nX-Injected: 1"}) == \
         ["option headers: value of X-A must be single-line text, got '1\\r\\nX-Injected: 1'"]
+
+
+def test_relative_probe_urls_join_the_base_url():
+    from ansible.module_utils.cutover_judge import resolve_relative_urls
+    probes = [{"name": "a", "url": "/healthz"}, {"name": "b", "urls": ["/x", "http://other/y"], "trigger_url": "/t"},
+              {"name": "c", "burst_url": "http://h/b"}]
+    resolved = resolve_relative_urls(probes, "http://127.0.0.1:8103/")
+    assert resolved[0]["url"] == "http://127.0.0.1:8103/healthz"
+    assert resolved[1]["urls"] == ["http://127.0.0.1:8103/x", "http://other/y"]
+    assert resolved[1]["trigger_url"] == "http://127.0.0.1:8103/t"
+    assert resolved[2]["burst_url"] == "http://h/b"
+    assert probes[0]["url"] == "/healthz"
+    assert resolve_relative_urls(probes, None) is probes

@@ -91,7 +91,7 @@ def faulty_migrate_rolled_back() -> list[dict[str, Any]]:
         probe("tts", "tts_cached_latency_ms", "baseline", "recorded", 38.5),
         *deploy("safety"), state("safety", "migrated", "migrated"),
         *deploy("tts"), probe("tts", "tts_cached_latency_ms", "canary", "fail", 412.0, 38.5, 3.0),
-        ("rollback.triggered", "tts", "toy1", {"trigger": TRIGGER}),
+        ("rollback.triggered", "tts", "toy1", {"trigger": dict(TRIGGER)}),
         step(1), step(2),
         # step 3 switches the code back; the row keeps the direction of the run (legacy -> migrated)
         ("component.switched", "tts", "toy1", {"from_release": "migrated", "to_release": "legacy"}),
@@ -275,3 +275,15 @@ def test_markdown_is_deterministic(outcome):
     entries = healthy_migrate()
     entries[-1]["data"]["outcome"] = outcome
     assert render_markdown(build_report(entries)) == render_markdown(build_report(list(reversed(entries))))
+
+
+def test_markdown_trigger_names_the_host_when_recorded():
+    entries = faulty_migrate_rolled_back()
+    trigger = next(entry for entry in entries if entry["event"] == "rollback.triggered")["data"]["trigger"]
+    trigger["host"] = "toy1"
+    assert ("Probe `tts_cached_latency_ms` of component `tts` on toy1: value **412.0** vs baseline 38.5 "
+            "(threshold 3.0).") in render_markdown(build_report(entries))
+    trigger.clear()
+    trigger.update(component="ai", host="toy2", reason="rollout failed: ai did not start")
+    assert "Reason given (component `ai` on toy2): rollout failed: ai did not start" in render_markdown(
+        build_report(entries))

@@ -1,0 +1,57 @@
+# cutover - make migrate | rollback | down | test (see README.md)
+SHELL := /bin/bash
+PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.11.*/bin/python3.11) $(shell command -v python3.11) python3)
+VENV := .venv
+BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+ANSIBLE_ARGS ?=
+
+.PHONY: help venv system-deps up migrate rollback down test lint pytest molecule clean
+
+help:
+	@echo "make migrate   set up, start the demo on its legacy release, migrate it (playbooks/migrate.yml)"
+	@echo "make rollback  roll the newest migrate run back in six steps (playbooks/rollback.yml)"
+	@echo "make down      stop everything the project started"
+	@echo "make test      linters, pytest against real redis-server, every Molecule scenario"
+
+$(BIN)/.installed: requirements.txt constraints.txt
+	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' || \
+	  { echo "PYTHON must be a Python 3.11 interpreter (got $(PYTHON)); make PYTHON=/path/to/python3.11"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt -c constraints.txt
+	touch $@
+
+venv: $(BIN)/.installed
+
+# redis-server from the distribution's packages; tests and the demo run it themselves on loopback.
+system-deps:
+	@command -v redis-server >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server redis-tools; }
+
+up: venv system-deps
+	$(BIN)/ansible-playbook playbooks/demo_up.yml $(ANSIBLE_ARGS)
+
+migrate: up
+	$(BIN)/ansible-playbook playbooks/migrate.yml $(ANSIBLE_ARGS)
+
+rollback: venv
+	$(BIN)/ansible-playbook playbooks/rollback.yml $(ANSIBLE_ARGS)
+
+down:
+	@if [ -x $(BIN)/ansible-playbook ]; then $(BIN)/ansible-playbook playbooks/demo_down.yml $(ANSIBLE_ARGS); fi
+
+lint: venv
+	$(BIN)/yamllint --strict .
+	$(BIN)/ansible-lint --offline --profile production
+	$(BIN)/python -m compileall -q library module_utils plugins demo tests
+
+pytest: venv system-deps
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+molecule: venv system-deps
+	$(BIN)/molecule test --all
+
+test: lint pytest molecule
+
+clean: down
+	rm -rf .run reports .cache/ansible-local

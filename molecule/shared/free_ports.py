@@ -1,0 +1,39 @@
+"""Write {"redis": port, "base": port} to the given file: a free port for Redis and a base whose
+next six ports (base+1 .. base+6) are free, all on 127.0.0.1."""
+from __future__ import annotations
+
+import json
+import random
+import socket
+import sys
+
+
+def is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def pick(span: int) -> int:
+    for _ in range(500):
+        base = random.randrange(20000, 40000)
+        if all(is_free(base + offset) for offset in range(1, span + 1)):
+            return base
+    raise SystemExit("no run of %d free ports found between 20000 and 40000" % span)
+
+
+def main(path: str) -> None:
+    base = pick(6)
+    redis_port = pick(1) + 1
+    while base < redis_port <= base + 6:
+        redis_port = pick(1) + 1
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump({"redis": redis_port, "base": base}, handle)
+    print(json.dumps({"redis": redis_port, "base": base}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
