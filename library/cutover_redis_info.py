@@ -95,7 +95,8 @@ problems:
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.cutover_redis import connect_or_fail, namespace_of, redis_connection_argument_spec
+from ansible.module_utils.cutover_redis import connect_or_fail, redis_connection_argument_spec
+from ansible.module_utils.cutover_snapshot import belongs_filter
 
 MIB = 1024.0 * 1024.0
 
@@ -108,10 +109,8 @@ def count_namespaces(client, patterns: list[str], batch_size: int = 1000) -> dic
     """Count keys per pattern; a key matched by several patterns counts under the first one only."""
     counts = {pattern: 0 for pattern in patterns}
     for position, pattern in enumerate(patterns):
-        earlier = patterns[:position]
-        for key in client.scan_iter(match=pattern, count=batch_size):
-            if not earlier or namespace_of(key, earlier) is None:
-                counts[pattern] += 1
+        belongs = belongs_filter(patterns, position)
+        counts[pattern] = sum(1 for key in client.scan_iter(match=pattern, count=batch_size) if belongs(key))
     return counts
 
 

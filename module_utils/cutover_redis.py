@@ -115,13 +115,3 @@ def connect_or_fail(module, options: dict[str, Any]) -> "redis.Redis":
     except RedisError as exc:
         module.fail_json(msg="Redis at %s is unreachable (option 'redis'): %s" % (describe_endpoint(options), exc))
     return client
-
-
-def namespace_of(key: bytes, patterns: list[str]) -> str | None:
-    """Return the first glob pattern (e.g. ``tts:*``) that matches ``key``, or None."""
-    from fnmatch import fnmatchcase
-    text = key.decode("utf-8", "surrogateescape")
-    for pattern in patterns:
-        if fnmatchcase(text, pattern):
-            return pattern
-    return None

@@ -33,6 +33,8 @@ MANIFEST_FILE_NAME = "manifest.json"
 MANIFEST_FORMAT = "cutover-redis-snapshot"
 SNAPSHOT_ID_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 NO_EXPIRY = -1
+# (namespace index, keys, absolute expiries in unix ms or -1, DUMP payloads): parallel lists, one namespace
+Batch = tuple[int, list[bytes], list[int], list[bytes]]
 
 HEADER = struct.Struct(">8sHI")
 RECORD = struct.Struct(">BHIqQ")
@@ -131,16 +133,14 @@ def redis_glob_regex(pattern: str) -> re.Pattern[bytes]:
     return re.compile(b"".join(parts), re.DOTALL)
 
 
-def first_match_filter(patterns: list[str], index: int) -> Callable[[list[bytes]], list[bool]]:
-    """For pattern ``index``: a function telling, per key it matched, whether the key belongs to it.
+def belongs_filter(patterns: list[str], index: int) -> Callable[[bytes], bool]:
+    """Predicate telling whether a key matched by ``patterns[index]`` belongs to that pattern.
 
-    A key belongs to the first pattern (in order) that matches it, so overlapping patterns never capture
-    a key twice and no set of seen keys is needed.
+    A key belongs to the first pattern (in list order) that matches it, so overlapping patterns never
+    capture a key twice and no set of seen keys is needed.
     """
     earlier = [redis_glob_regex(pattern).fullmatch for pattern in patterns[:index]]
-    if not earlier:
-        return lambda keys: [True] * len(keys)
-    return lambda keys: [not any(match(key) for match in earlier) for key in keys]
+    return lambda key: not any(match(key) for match in earlier)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -213,7 +213,7 @@ class SnapshotWriter:
 class SnapshotReader:
     """Streams the records of a data file in bounded memory, hashing every byte it reads.
 
-    ``read_header()`` first, then iterate ``records()``; after the trailer, ``sha256``, ``counts`` and
+    ``read_header()`` first, then iterate ``batches()``; after the trailer, ``sha256``, ``counts`` and
     ``total`` describe the file. Raises SnapshotError on anything that is not a well-formed data file;
     ``read_data_file`` records that error in ``damage`` instead and hashes the rest of the file.
     """
@@ -223,7 +223,6 @@ class SnapshotReader:
         self.meta: dict[str, Any] = {}
         self.namespaces: list[str] = []
         self.counts: list[int] = []
-        self.total = 0
         self.bytes = 0
         self.damage: str | None = None
         self._hash = hashlib.sha256()
@@ -241,6 +240,10 @@ class SnapshotReader:
     @property
     def sha256(self) -> str:
         return self._hash.hexdigest()
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts)
 
     def _fill(self, needed: int) -> bool:
         """Make ``needed`` unread bytes available; False when the file ends first."""
@@ -289,38 +292,65 @@ class SnapshotReader:
         self.counts = [0] * len(self.namespaces)
         return self.meta
 
-    def records(self) -> Iterator[tuple[int, bytes, int, bytes]]:
-        """Yield (namespace index, key, absolute expiry ms or -1, DUMP payload) up to the trailer."""
+    def batches(self, batch_size: int, selected: list[bool] | None = None) -> Iterator[Batch]:
+        """Yield (namespace index, keys, absolute expiries ms or -1, DUMP payloads) up to the trailer.
+
+        Each batch holds at most ``batch_size`` records of one namespace, in file order. Records of
+        namespaces not ``selected`` (a flag per namespace; default all) are counted but not returned,
+        so verification walks the file with ``selected`` all false.
+        """
         unpack = RECORD.unpack_from
-        record_size = RECORD.size
+        header_size = RECORD.size
         counts = self.counts
         namespace_count = len(counts)
+        wanted = selected if selected is not None else [True] * namespace_count
+        current = -1
+        keys: list[bytes] = []
+        expiries: list[int] = []
+        payloads: list[bytes] = []
+        buffer, pos = self._buffer, self._pos
+        buffer_end = len(buffer)
         while True:
-            if not self._fill(TRAILER.size):
-                raise SnapshotError("%s is truncated: it ends after %d records without a trailer"
-                                    % (self.path, self.total))
-            buffer, pos = self._buffer, self._pos
+            if pos + header_size > buffer_end:
+                buffer, pos, buffer_end = self._refill(pos, header_size)
+                if pos + TRAILER.size > buffer_end:
+                    raise SnapshotError("%s is truncated: it ends after %d records without a trailer"
+                                        % (self.path, sum(counts)))
             if buffer[pos] == TRAILER_TAG:
+                self._pos = pos
                 self._read_trailer()
+                if keys:
+                    yield current, keys, expiries, payloads
                 return
-            if not self._fill(record_size):
-                raise SnapshotError("%s is truncated inside record %d" % (self.path, self.total + 1))
-            buffer, pos = self._buffer, self._pos
+            if pos + header_size > buffer_end:
+                raise SnapshotError("%s is truncated inside record %d" % (self.path, sum(counts) + 1))
             tag, namespace_index, key_length, expiry, payload_length = unpack(buffer, pos)
             if tag != RECORD_TAG or namespace_index >= namespace_count:
                 raise SnapshotError("%s is damaged: record %d has tag %d and namespace %d"
-                                    % (self.path, self.total + 1, tag, namespace_index))
-            end = pos + record_size + key_length + payload_length
-            if end > len(buffer):
-                if not self._fill(record_size + key_length + payload_length):
-                    raise SnapshotError("%s is truncated inside record %d" % (self.path, self.total + 1))
-                buffer, pos = self._buffer, self._pos
-                end = pos + record_size + key_length + payload_length
-            key_end = pos + record_size + key_length
-            self._pos = end
+                                    % (self.path, sum(counts) + 1, tag, namespace_index))
+            end = pos + header_size + key_length + payload_length
+            if end > buffer_end:
+                buffer, pos, buffer_end = self._refill(pos, end - pos)
+                end = pos + header_size + key_length + payload_length
+                if end > buffer_end:
+                    raise SnapshotError("%s is truncated inside record %d" % (self.path, sum(counts) + 1))
             counts[namespace_index] += 1
-            self.total += 1
-            yield namespace_index, buffer[pos + record_size:key_end], expiry, buffer[key_end:end]
+            if wanted[namespace_index]:
+                if namespace_index != current or len(keys) >= batch_size:
+                    if keys:
+                        yield current, keys, expiries, payloads
+                        keys, expiries, payloads = [], [], []
+                    current = namespace_index
+                key_end = pos + header_size + key_length
+                keys.append(buffer[pos + header_size:key_end])
+                expiries.append(expiry)
+                payloads.append(buffer[key_end:end])
+            pos = end
+
+    def _refill(self, pos: int, needed: int) -> tuple[bytes, int, int]:
+        self._pos = pos
+        self._fill(needed)
+        return self._buffer, self._pos, len(self._buffer)
 
     def _read_trailer(self) -> None:
         tag, record_count = TRAILER.unpack_from(self._buffer, self._pos)
@@ -374,7 +404,7 @@ def read_data_file(path: str) -> SnapshotReader:
     with reader:
         reader.read_header()
         try:
-            for _record in reader.records():
+            for _batch in reader.batches(1, [False] * len(reader.namespaces)):
                 pass
         except SnapshotError as damage:
             reader.drain()
@@ -442,7 +472,7 @@ class SnapshotDirectory:
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         with _open_private(self.file_path(MANIFEST_FILE_NAME)) as handle:
-            handle.write(json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8") + b"\n")
+            handle.write(json.dumps(manifest, indent=2).encode("utf-8") + b"\n")
             handle.flush()
             os.fsync(handle.fileno())
 

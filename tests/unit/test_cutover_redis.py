@@ -1,15 +1,10 @@
-from ansible.module_utils.cutover_redis import describe_endpoint, namespace_of, redis_client
+from ansible.module_utils.cutover_redis import describe_endpoint, redis_client
 
 
 def test_endpoint_description_hides_password_in_url():
     text = describe_endpoint({"url": "redis://svc:s3cret@10.0.0.5:6380/2"})
     assert "s3cret" not in text
     assert text == "redis://10.0.0.5:6380/2"
-
-
-def test_namespace_of_picks_first_matching_pattern():
-    assert namespace_of(b"tts:abc", ["safety:*", "tts:*"]) == "tts:*"
-    assert namespace_of(b"other", ["tts:*"]) is None
 
 
 def test_client_talks_to_real_server(redis_server):
