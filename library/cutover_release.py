@@ -67,7 +67,7 @@ options:
     default: present
   src:
     description:
-      - Directory on the managed host holding the release source. Symlinks inside are followed.
+      - Directory on the managed host holding the release source. Symlinks inside are followed; C(__pycache__) folders are left out (bytecode is derived).
       - When the release is installed already, its content must equal O(src) (see O(force)).
       - Must not contain top-level C(.cutover) or C(venv) entries, which the module writes.
       - Ignored with O(state=failed).

@@ -201,8 +201,12 @@ class TreeEntry:
     mode: int
 
 
+# Bytecode caches are derived from the sources and appear whenever something imported them: never part of a release.
+SKIPPED_NAMES = frozenset({"__pycache__"})
+
+
 def list_tree(src: str) -> list[TreeEntry]:
-    """Every directory and file under ``src``, symlinks followed, sorted by relative path (a parent first)."""
+    """Every directory and file under ``src`` but bytecode caches, symlinks followed, sorted by relative path."""
     root_stat = os.stat(src)
     entries = [TreeEntry("", src, True, stat.S_IMODE(root_stat.st_mode))]
 
@@ -212,6 +216,8 @@ def list_tree(src: str) -> list[TreeEntry]:
         except OSError as exc:
             raise ReleaseError("src: cannot list %s: %s" % (directory, exc.strerror))
         for name in names:
+            if name in SKIPPED_NAMES:
+                continue
             path = os.path.join(directory, name)
             child_rel = name if not rel else rel + "/" + name
             try:

@@ -69,7 +69,7 @@ class Service:
             await asyncio.wait_for(self.store.ping(), HEALTH_PING_TIMEOUT_S)
         except StoreError as exc:
             redis_state = str(exc)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             redis_state = "PING timed out after %.0fs" % HEALTH_PING_TIMEOUT_S
         if self.in_maintenance():
             status = "maintenance"

@@ -4,9 +4,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, Awaitable, Callable
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 log = logging.getLogger("toyservice.http")
@@ -104,7 +105,7 @@ class HttpServer:
 
     def __init__(self, dispatch: Handler):
         self.dispatch = dispatch
-        self._server: asyncio.base_events.Server | None = None
+        self._server: asyncio.AbstractServer | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
 
     async def start(self, host: str, port: int) -> None:
@@ -137,7 +138,7 @@ class HttpServer:
             return json_response({"error": exc.message}, exc.status)
         except (asyncio.LimitOverrunError, ValueError):
             return json_response({"error": "request line or header too long"}, 431)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return json_response({"error": "request not received in time"}, 408)
         try:
             return await self.dispatch(request)

@@ -578,3 +578,14 @@ def test_prune_never_removes_an_env_it_did_not_orphan(tmp_path: Path):
     assert result["pruned"] == ["r1"]
     assert result["pruned_envs"] == []
     assert os.path.isdir(their_env) and os.path.exists(os.path.join(their_env, ENV_MARKER))
+
+
+def test_bytecode_caches_are_not_part_of_a_release(root: Path, tmp_path: Path):
+    src = make_source(tmp_path / "src")
+    first = release(root, "r1", src)
+    (src / "pkg" / "__pycache__").mkdir()
+    (src / "pkg" / "__pycache__" / "mod.cpython-311.pyc").write_bytes(b"\x00bytecode")
+    again = release(root, "r1", src)
+    assert again["changed"] is False, "a bytecode cache must not make the same release look different"
+    assert not (root / "releases" / "r1" / "pkg" / "__pycache__").exists()
+    assert first["path"] == again["path"]

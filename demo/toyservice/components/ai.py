@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from toyservice.components.base import Component, text_digest
 from toyservice.http import Handler, Request, Response, json_response, require_param
@@ -30,7 +30,7 @@ def generate_reply(prompt: str) -> str:
 
 
 def utc_now_iso() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def reply_record(prompt: str, created_at: str) -> dict[str, str]:

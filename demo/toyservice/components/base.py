@@ -40,5 +40,5 @@ class Component:
 
     async def write_event(self, kind: str, name: str, **extra: str | int | float) -> bytes:
         """XADD one metric or alert of this component to the alerts stream; returns its id."""
-        fields = event_fields(self.name, kind, name, self.release, **extra)
+        fields = event_fields(self.name, kind, name, self.release, extra)
         return await self.store.xadd(self.config.alerts_stream, fields, ALERTS_STREAM_MAXLEN)

@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import Any
 
 from toyservice.components.base import Component
 from toyservice.events import KIND_ALERT
@@ -28,7 +29,7 @@ def entry_time(entry_id: bytes, fields: dict[bytes, bytes]) -> float:
 class MonitoringComponent(Component):
     name = "monitoring"
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._consumer: asyncio.Task[None] | None = None
 
@@ -74,7 +75,8 @@ class MonitoringComponent(Component):
             component = fields.get(b"component", b"").decode("utf-8", "replace")
             if component:
                 last_seen[component] = max(last_seen.get(component, 0.0), entry_time(entry_id, fields))
-            alerts += fields.get(b"kind") == KIND_ALERT.encode()
+            if fields.get(b"kind") == KIND_ALERT.encode():
+                alerts += 1
         if last_seen:
             await self.store.hset(LAST_SEEN_KEY, {name: "%.3f" % ts for name, ts in last_seen.items()})
         if alerts:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from typing import Any, Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from toyservice.stores.base import (
     CONNECT_TIMEOUT_S,
@@ -64,7 +65,6 @@ class Aioredis1Store(Store):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.client: Any = None
         self._library_errors: tuple[type[BaseException], ...] = (OSError, asyncio.TimeoutError)
 
     @property
@@ -133,7 +133,7 @@ class Aioredis1Store(Store):
         with self._translate_errors():
             return await self.client.hgetall(key)
 
-    async def hset(self, key: str, mapping: dict[str, FieldValue], ttl_s: int | None = None) -> None:
+    async def hset(self, key: str, mapping: Mapping[str, FieldValue], ttl_s: int | None = None) -> None:
         with self._translate_errors():
             transaction = self.client.multi_exec()
             transaction.hmset_dict(key, encode_fields(mapping))
@@ -150,7 +150,7 @@ class Aioredis1Store(Store):
             await transaction.execute()
             return int(await new_value)
 
-    async def xadd(self, stream: str, fields: dict[str, FieldValue], maxlen: int) -> bytes:
+    async def xadd(self, stream: str, fields: Mapping[str, FieldValue], maxlen: int) -> bytes:
         with self._translate_errors():
             return await self.client.xadd(stream, encode_fields(fields), max_len=maxlen)
 

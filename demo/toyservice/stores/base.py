@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import abc
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import Any, TypedDict
 
 StreamEntry = tuple[bytes, dict[bytes, bytes]]
 FieldValue = str | bytes | int | float
@@ -62,7 +63,7 @@ def _as_bytes(value: FieldValue) -> bytes:
     return str(value).encode("utf-8")
 
 
-def encode_fields(fields: dict[str, FieldValue]) -> dict[bytes, bytes]:
+def encode_fields(fields: Mapping[str, FieldValue]) -> dict[bytes, bytes]:
     """Stream/hash fields as bytes, so both libraries send exactly the same payload."""
     return {_as_bytes(name): _as_bytes(value) for name, value in fields.items()}
 
@@ -77,6 +78,8 @@ class Store(abc.ABC):
         self.target = target
         self.pool_size = pool_size
         self.client_name = self.client_name_prefix + component
+        # The library's own client object, set by open().
+        self.client: Any = None
 
     @property
     @abc.abstractmethod
@@ -114,7 +117,7 @@ class Store(abc.ABC):
     async def hgetall(self, key: str) -> dict[bytes, bytes]: ...
 
     @abc.abstractmethod
-    async def hset(self, key: str, mapping: dict[str, FieldValue], ttl_s: int | None = None) -> None:
+    async def hset(self, key: str, mapping: Mapping[str, FieldValue], ttl_s: int | None = None) -> None:
         """HSET the fields and, with ttl_s, EXPIRE the key in the same transaction."""
 
     @abc.abstractmethod
@@ -122,7 +125,7 @@ class Store(abc.ABC):
         """INCRBY and, with ttl_s, EXPIRE in the same transaction; returns the new value."""
 
     @abc.abstractmethod
-    async def xadd(self, stream: str, fields: dict[str, FieldValue], maxlen: int) -> bytes:
+    async def xadd(self, stream: str, fields: Mapping[str, FieldValue], maxlen: int) -> bytes:
         """XADD with ``MAXLEN ~ maxlen``; returns the entry id."""
 
     @abc.abstractmethod

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any, Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from toyservice.stores.base import (
     COMMAND_TIMEOUT_S,
@@ -28,7 +29,6 @@ class RedisAsyncioStore(Store):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.client: Any = None
         self.pool: Any = None
         self._library_errors: tuple[type[BaseException], ...] = (OSError, asyncio.TimeoutError)
 
@@ -117,7 +117,7 @@ class RedisAsyncioStore(Store):
         with self._translate_errors():
             return await self.client.hgetall(key)
 
-    async def hset(self, key: str, mapping: dict[str, FieldValue], ttl_s: int | None = None) -> None:
+    async def hset(self, key: str, mapping: Mapping[str, FieldValue], ttl_s: int | None = None) -> None:
         with self._translate_errors():
             async with self.client.pipeline(transaction=True) as pipe:
                 pipe.hset(key, mapping=encode_fields(mapping))
@@ -134,7 +134,7 @@ class RedisAsyncioStore(Store):
                 results = await pipe.execute()
         return int(results[0])
 
-    async def xadd(self, stream: str, fields: dict[str, FieldValue], maxlen: int) -> bytes:
+    async def xadd(self, stream: str, fields: Mapping[str, FieldValue], maxlen: int) -> bytes:
         with self._translate_errors():
             return await self.client.xadd(stream, encode_fields(fields), maxlen=maxlen, approximate=True)
 

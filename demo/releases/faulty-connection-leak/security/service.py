@@ -29,6 +29,7 @@ class PerChildClientSecurity(SecurityComponent):
     def client_for(self, child: str) -> Any:
         import redis.asyncio
 
+        assert isinstance(self.store, RedisAsyncioStore)
         if child not in self.clients_by_child:
             self.clients_by_child[child] = redis.asyncio.Redis(**self.store.connection_kwargs())
         return self.clients_by_child[child]
