@@ -165,6 +165,12 @@ entries:
   returned: state=read
   type: list
   elements: dict
+report:
+  description:
+    - The run summarised from its entries alone, as in C(reports/<run-id>/report.json) (see cutover_report);
+      null when the journal is missing or empty. The rollback reads what to restore from RV(report.components).
+  returned: state=read
+  type: dict
 runs:
   description: One summary per journal in O(path), newest run first.
   returned: state=list
@@ -193,6 +199,7 @@ import traceback
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.cutover_report import build_report
 from ansible.module_utils.cutover_journal import (
     EVENT_PATTERN, RUN_ID_PATTERN, append_entries, build_entries, journal_file, list_runs, next_seq, read_journal,
     redact,
@@ -229,11 +236,12 @@ def append(module: AnsibleModule, directory: str, run_id: str) -> dict[str, Any]
 def read(module: AnsibleModule, directory: str, run_id: str) -> dict[str, Any]:
     path = journal_file(directory, run_id)
     if not os.path.exists(path):
-        return {"changed": False, "path": path, "exists": False, "entries": []}
+        return {"changed": False, "path": path, "exists": False, "entries": [], "report": None}
     entries, warnings = read_journal(path)
     for warning in warnings:
         module.warn("journal %s: %s" % (path, warning))
-    return {"changed": False, "path": path, "exists": True, "entries": entries}
+    return {"changed": False, "path": path, "exists": True, "entries": entries,
+            "report": build_report(entries) if entries else None}
 
 
 def list_all(module: AnsibleModule, directory: str) -> dict[str, Any]:

@@ -93,6 +93,14 @@ options:
       - Not treated as secret; do not put credentials here.
     type: dict
     default: {"X-Cutover-Probe": "1"}
+  placeholders:
+    description:
+      - Values put in place of C({name}) in every string of the probe specs, for each name given, e.g.
+        C({release: migrated}) turns C(expect.equals: "{release}") into C(migrated). Probe specs are inventory
+        data templated once per run, so what changes per phase (the release a component must report) comes here.
+      - C({nonce}) and C({probe_nonce}) are filled by the module itself per request and per probe.
+    type: dict
+    default: {}
   base_url:
     description:
       - Base URL of the component, e.g. C(http://10.0.0.5:8103). Probe URLs that start with C(/) (C(url),
@@ -250,7 +258,7 @@ import time
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.cutover_judge import (PHASES, judge, resolve_relative_urls, summarize, url_passwords,
+from ansible.module_utils.cutover_judge import (PHASES, fill_placeholders, judge, resolve_relative_urls, summarize, url_passwords,
                                                 validate_baseline, validate_headers, validate_probe_specs)
 from ansible.module_utils.cutover_probes import Measurement, run_probe
 from ansible.module_utils.cutover_redis import redis_connection_argument_spec, require_redis
@@ -306,6 +314,7 @@ def main() -> None:
         validate_only=dict(type="bool", default=False),
         headers=dict(type="dict", default={"X-Cutover-Probe": "1"}),
         base_url=dict(type="str"),
+        placeholders=dict(type="dict", default={}),
     )
     argument_spec.update(redis_connection_argument_spec())
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
@@ -313,7 +322,8 @@ def main() -> None:
     # user:password in a probe URL is masked everywhere in the result, invocation included
     module.no_log_values.update(url_passwords(params["probes"]))
 
-    specs, errors = validate_probe_specs(params["component"], resolve_relative_urls(params["probes"], params["base_url"]))
+    probes = fill_placeholders(params["probes"], params["placeholders"])
+    specs, errors = validate_probe_specs(params["component"], resolve_relative_urls(probes, params["base_url"]))
     errors += validate_baseline(params["baseline"]) + validate_headers(params["headers"])
     if errors:
         module.fail_json(msg="invalid probe options: " + "; ".join(errors), errors=errors)

@@ -350,6 +350,19 @@ def _validate_one(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     return spec, problems
 
 
+def fill_placeholders(value: Any, mapping: dict[str, str]) -> Any:
+    """Replace ``{name}`` in every string inside ``value`` for each name of ``mapping`` (other braces stay)."""
+    if isinstance(value, str):
+        for name, replacement in mapping.items():
+            value = value.replace("{%s}" % name, str(replacement))
+        return value
+    if isinstance(value, dict):
+        return {key: fill_placeholders(item, mapping) for key, item in value.items()}
+    if isinstance(value, list):
+        return [fill_placeholders(item, mapping) for item in value]
+    return value
+
+
 URL_FIELDS = ("url", "trigger_url", "burst_url")
 
 

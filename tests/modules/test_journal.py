@@ -258,3 +258,16 @@ def test_bad_batch_is_refused_before_anything_is_written(tmp_path, args, message
         run_module(cutover_journal.main, {"path": str(directory), "run_id": RUN_ID, **args})
     assert message in failure.value.result["msg"]
     assert not directory.exists()
+
+
+def test_read_summarises_the_run_for_the_rollback(tmp_path):
+    directory = tmp_path / "journal"
+    append(directory, "run.started", data={"playbook": "migrate", "target_release": "migrated", "components": ["tts"]})
+    append(directory, "component.switched", host="h1", component="tts",
+           data={"from_release": "legacy", "to_release": "migrated"})
+    append(directory, "component.state", host="h1", component="tts", data={"state": "failed", "release": "migrated"})
+    report = read(directory)["report"]
+    assert report["run_id"] == RUN_ID and report["playbook"] == "migrate"
+    assert report["components"] == [{"name": "tts", "host": "h1", "from_release": "legacy",
+                                     "to_release": "migrated", "state": "failed"}]
+    assert read(tmp_path / "empty")["report"] is None

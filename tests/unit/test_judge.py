@@ -337,3 +337,12 @@ def test_relative_probe_urls_join_the_base_url():
     assert resolved[2]["burst_url"] == "http://h/b"
     assert probes[0]["url"] == "/healthz"
     assert resolve_relative_urls(probes, None) is probes
+
+
+def test_placeholders_fill_only_the_names_given():
+    from ansible.module_utils.cutover_judge import fill_placeholders
+    probes = [{"name": "release", "url": "/healthz?n={nonce}", "expect": {"equals": "{release}"}, "requests": 3}]
+    filled = fill_placeholders(probes, {"release": "migrated"})
+    assert filled[0]["expect"] == {"equals": "migrated"}
+    assert filled[0]["url"] == "/healthz?n={nonce}" and filled[0]["requests"] == 3
+    assert probes[0]["expect"] == {"equals": "{release}"}
