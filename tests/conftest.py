@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ansible.module_utils.__path__.append(str(ROOT / "module_utils"))
 sys.path.insert(0, str(ROOT / "library"))
 
+from ansible.module_utils.common import warnings as ansible_warnings  # noqa: E402
 from ansible.module_utils.testing import patch_module_args  # noqa: E402
 
 
@@ -120,6 +121,10 @@ def run_module(main: Callable[[], None], args: dict[str, Any], check_mode: bool 
 
     Raises ModuleFailed when the module called fail_json.
     """
+    # ansible-core keeps module warnings in process-wide dicts (one module run per process in real life):
+    # an in-process run must start without the warnings of earlier runs.
+    ansible_warnings._global_warnings.clear()
+    ansible_warnings._global_deprecations.clear()
     full_args = dict(args, _ansible_check_mode=check_mode, _ansible_diff=diff)
     stdout = io.StringIO()
     with patch_module_args(full_args), contextlib.redirect_stdout(stdout):

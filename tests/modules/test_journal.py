@@ -10,20 +10,11 @@ from pathlib import Path
 import pytest
 
 import cutover_journal
-from ansible.module_utils.common import warnings as ansible_warnings
 from conftest import ModuleFailed, run_module
 
 RUN_ID = "20261125T222114Z"
 WRITERS = 8
 APPENDS_PER_WRITER = 200
-
-
-@pytest.fixture(autouse=True)
-def fresh_module_warnings():
-    """Ansible keeps module warnings in a process-global dict; in-process runs must not see earlier tests' ones."""
-    ansible_warnings._global_warnings.clear()
-    yield
-    ansible_warnings._global_warnings.clear()
 
 
 def append(directory: Path, event: str = "probe.result", run_id: str = RUN_ID, check_mode: bool = False, **extra):
@@ -129,7 +120,6 @@ def test_torn_last_line_is_reported_and_next_append_keeps_everything(tmp_path):
     assert entry["seq"] == 4
     assert after.split(b"\n")[3] == torn and json.loads(after.split(b"\n")[4]) == entry
 
-    ansible_warnings._global_warnings.clear()
     result = read(tmp_path)
     assert [entry["seq"] for entry in result["entries"]] == [1, 2, 3, 4]
     assert warning_texts(result) == [

@@ -15,7 +15,6 @@ from typing import Any
 import cutover_release
 import cutover_release_info
 import pytest
-from ansible.module_utils.common import warnings as ansible_warnings
 from ansible.module_utils.cutover_release import (
     ENV_MARKER, env_spec, probe_interpreter, switch_link, tree_checksum,
 )
@@ -40,22 +39,16 @@ def make_source(path: Path, content: str = "", requirements: bytes | None = None
     return path
 
 
-def fresh_run(main, args: dict, check_mode: bool = False) -> dict:
-    # ansible-core keeps module warnings in a process-global dict; in-process runs must not inherit earlier ones.
-    ansible_warnings._global_warnings.clear()
-    return run_module(main, args, check_mode=check_mode)
-
-
 def release(root: Path, name: str, src: Path | None = None, check_mode: bool = False, **options: Any) -> dict:
     args: dict[str, Any] = {"root": str(root), "component": root.name, "release": name}
     if src is not None:
         args["src"] = str(src)
     args.update(options)
-    return fresh_run(cutover_release.main, args, check_mode=check_mode)
+    return run_module(cutover_release.main, args, check_mode=check_mode)
 
 
 def info(root: Path, **options: Any) -> dict:
-    return fresh_run(cutover_release_info.main, dict({"root": str(root)}, **options), check_mode=True)
+    return run_module(cutover_release_info.main, dict({"root": str(root)}, **options), check_mode=True)
 
 
 def warnings_of(result: dict) -> list[str]:
