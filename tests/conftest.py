@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import unittest.mock
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -24,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ansible.module_utils.__path__.append(str(ROOT / "module_utils"))
 sys.path.insert(0, str(ROOT / "library"))
 
+from ansible.module_utils import _internal as module_utils_internal  # noqa: E402
 from ansible.module_utils.common import warnings as ansible_warnings  # noqa: E402
 from ansible.module_utils.testing import patch_module_args  # noqa: E402
 
@@ -127,7 +129,10 @@ def run_module(main: Callable[[], None], args: dict[str, Any], check_mode: bool 
     ansible_warnings._global_deprecations.clear()
     full_args = dict(args, _ansible_check_mode=check_mode, _ansible_diff=diff)
     stdout = io.StringIO()
-    with patch_module_args(full_args), contextlib.redirect_stdout(stdout):
+    # Importing controller code (ansible.errors, e.g. for the filter plugins) flips module_utils into
+    # controller mode, where warnings go to the display instead of the result; a module runs as on a target.
+    with patch_module_args(full_args), contextlib.redirect_stdout(stdout), \
+            unittest.mock.patch.object(module_utils_internal, "is_controller", False):
         try:
             main()
         except SystemExit:
