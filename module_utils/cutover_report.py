@@ -8,7 +8,8 @@ from typing import Any, Iterable
 ROLLBACK_STEPS = (1, 2, 3, 4, 5, 6)
 COMPONENT_EVENTS = ("component.deploying", "component.switched", "component.state")
 PROBE_FIELDS = ("probe", "phase", "verdict", "value", "baseline", "threshold")
-STEP_FIELDS = ("name", "status", "started_at", "ended_at")
+STEP_FIELDS = ("name", "status", "started_at", "ended_at", "detail")
+ABORT_FIELDS = ("stage", "message")
 SNAPSHOT_FIELDS = ("id", "keys", "sha256", "verified")
 DATA_FIELDS = ("keys_before", "keys_after", "lost")
 OUTCOMES = ("migrated", "rolled_back", "failed")
@@ -50,16 +51,35 @@ def build_report(entries: list[Entry], run_id: str | None = None) -> dict[str, A
         "started_at": started["ts"] if started else (ordered[0].get("ts") if ordered else None),
         "finished_at": finished["ts"] if finished else None,
         "target_release": _data(started).get("target_release"),
+        "target_run_id": _data(started).get("target_run_id"),
+        "message": _data(finished).get("message"),
+        "abort": abort_section(_first(ordered, "run.aborted")),
         "components": components,
         "probes": [probe_row(entry) for entry in ordered if entry["event"] == "probe.result"],
         "rollback": rollback,
-        "snapshot": _section(_last(ordered, "snapshot.created"), SNAPSHOT_FIELDS),
+        "snapshot": snapshot_section(ordered),
         "data": _section(_last(ordered, "data.audited"), DATA_FIELDS),
     }
 
 
 def _section(entry: Entry | None, fields: Iterable[str]) -> dict[str, Any] | None:
     return _pick(_data(entry), fields) if entry else None
+
+
+def abort_section(aborted: Entry | None) -> dict[str, Any] | None:
+    """Where a run stopped before changing anything (stage, host, message), from its first run.aborted."""
+    if aborted is None:
+        return None
+    return {**_pick(_data(aborted), ABORT_FIELDS), "host": aborted.get("host")}
+
+
+def snapshot_section(entries: list[Entry]) -> dict[str, Any] | None:
+    """The run's own snapshot, or for a rollback run the snapshot its data audit compared with."""
+    created = _last(entries, "snapshot.created")
+    if created is not None:
+        return _section(created, SNAPSHOT_FIELDS)
+    audited = _data(_last(entries, "data.audited")).get("snapshot")
+    return _pick(audited, SNAPSHOT_FIELDS) if audited else None
 
 
 def component_rows(entries: list[Entry]) -> list[dict[str, Any]]:
@@ -170,12 +190,22 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 
 def _summary_lines(report: dict[str, Any]) -> list[str]:
-    what = "%s to release `%s`" % (report["playbook"] or "unknown playbook", report["target_release"] or "?")
+    if report.get("target_run_id"):
+        what = "rollback of run `%s`" % report["target_run_id"]
+    else:
+        what = "%s to release `%s`" % (report["playbook"] or "unknown playbook", report["target_release"] or "?")
     if report["finished_at"] is None:
         return ["**Outcome: %s** (%s). Started %s; **the run never finished** (no run.finished in the journal): "
                 "check the hosts before anything else." % (report["outcome"], what, _cell(report["started_at"]))]
-    return ["**Outcome: %s** (%s). Started %s, finished %s."
-            % (report["outcome"], what, _cell(report["started_at"]), report["finished_at"])]
+    lines = ["**Outcome: %s** (%s). Started %s, finished %s."
+             % (report["outcome"], what, _cell(report["started_at"]), report["finished_at"])]
+    if report.get("abort"):
+        abort = report["abort"]
+        lines += ["", "Stopped at **%s** on %s before anything was changed: %s"
+                  % (_cell(abort["stage"]), _cell(abort["host"]), _cell(abort["message"]))]
+    elif report.get("message"):
+        lines += ["", _cell(report["message"])]
+    return lines
 
 
 def _trigger_lines(rollback: dict[str, Any] | None) -> list[str]:
@@ -199,10 +229,10 @@ def _rollback_lines(rollback: dict[str, Any] | None) -> list[str]:
     if rollback is None:
         return []
     by_step = {step["step"]: step for step in rollback["steps"]}
-    rows = [[number, by_step[number]["name"], by_step[number]["status"], by_step[number]["started_at"],
-             by_step[number]["ended_at"]] if number in by_step else [number, "-", "**not recorded**", None, None]
+    rows = [[number] + [by_step[number].get(field) for field in STEP_FIELDS] if number in by_step
+            else [number, "-", "**not recorded**", None, None, None]
             for number in sorted(set(ROLLBACK_STEPS) | set(by_step))]
-    return ["## Rollback steps", ""] + _table(["step", "name", "status", "started", "ended"], rows) + [""]
+    return ["## Rollback steps", ""] + _table(["step", "name", "status", "started", "ended", "detail"], rows) + [""]
 
 
 def _probe_lines(probes: list[dict[str, Any]]) -> list[str]:

@@ -128,6 +128,9 @@ def test_healthy_migrate_report_has_exact_fields():
         "started_at": ts(1),
         "finished_at": ts(15),
         "target_release": "migrated",
+        "target_run_id": None,
+        "message": "done",
+        "abort": None,
         "components": [
             {"name": "safety", "host": "toy1", "from_release": "legacy", "to_release": "migrated", "state": "migrated"},
             {"name": "tts", "host": "toy1", "from_release": "legacy", "to_release": "migrated", "state": "migrated"},
@@ -157,8 +160,8 @@ def test_faulty_migrate_with_rollback():
     ]
     assert report["rollback"]["trigger"] == TRIGGER
     assert report["rollback"]["steps"] == [
-        {"step": n, "name": STEP_NAMES[n], "status": "ok", "started_at": "s%d-ok" % n, "ended_at": "e%d" % n}
-        for n in range(1, 7)]
+        {"step": n, "name": STEP_NAMES[n], "status": "ok", "started_at": "s%d-ok" % n, "ended_at": "e%d" % n,
+         "detail": ""} for n in range(1, 7)]
     assert [p["verdict"] for p in report["probes"]] == ["recorded", "fail", "pass"]
     assert [p["phase"] for p in report["probes"]] == ["baseline", "canary", "rollback"]
 
@@ -236,7 +239,7 @@ def test_markdown_rolled_back_summary():
     assert lines[2].startswith("**Outcome: rolled_back** (migrate to release `migrated`)")
     assert "Probe `tts_cached_latency_ms` of component `tts`: value **412.0** vs baseline 38.5 (threshold 3.0)." in lines
     assert "| tts | toy1 | legacy | migrated | rolled_back |" in lines
-    assert "| 4 | restore_data | ok | s4-ok | e4 |" in lines
+    assert "| 4 | restore_data | ok | s4-ok | e4 |  |" in lines
     assert "1 of 3 probe results failed or errored:" in lines
     assert "No keys lost (120 keys before, 120 after)." in lines
     assert "`%s-redis`: 120 keys, sha256 `%s`, verified." % (RUN_ID, SHA) in lines
@@ -287,3 +290,24 @@ def test_markdown_trigger_names_the_host_when_recorded():
     trigger.update(component="ai", host="toy2", reason="rollout failed: ai did not start")
     assert "Reason given (component `ai` on toy2): rollout failed: ai did not start" in render_markdown(
         build_report(entries))
+
+
+def test_aborted_run_says_where_it_stopped_and_a_rollback_run_names_its_snapshot():
+    aborted = journal(
+        started(),
+        ("run.aborted", None, "toy1", {"stage": "preflight", "message": "Redis 6.0 is older than 6.2"}),
+        ("run.finished", None, None, {"outcome": "failed", "message": "preflight failed"}),
+    )
+    report = build_report(aborted)
+    assert report["abort"] == {"stage": "preflight", "message": "Redis 6.0 is older than 6.2", "host": "toy1"}
+    assert "Stopped at **preflight** on toy1 before anything was changed: Redis 6.0 is older than 6.2" in \
+        render_markdown(report)
+    rollback_run = journal(
+        started("rollback", target_run_id="20261125T000000Z"),
+        ("data.audited", None, "toy1", {"keys_before": 5, "keys_after": 6, "lost": 0,
+                                        "snapshot": {"id": "20261125T000000Z", "keys": 5, "sha256": SHA,
+                                                     "verified": True}}),
+    )
+    report = build_report(rollback_run)
+    assert report["snapshot"] == {"id": "20261125T000000Z", "keys": 5, "sha256": SHA, "verified": True}
+    assert "(rollback of run `20261125T000000Z`)" in render_markdown(report)
