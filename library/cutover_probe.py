@@ -95,9 +95,10 @@ options:
     default: {"X-Cutover-Probe": "1"}
   placeholders:
     description:
-      - Values put in place of C({name}) in every string of the probe specs, for each name given, e.g.
-        C({release: migrated}) turns C(expect.equals: "{release}") into C(migrated). Probe specs are inventory
-        data templated once per run, so what changes per phase (the release a component must report) comes here.
+      - "Values put in place of C({name}) in every string of the probe specs, for each name given: with
+        C({release: migrated}), an C(expect) rule C(equals) of C({release}) becomes C(migrated). Probe specs are
+        inventory data templated once per run, so what changes per phase (the release a component must report)
+        comes here."
       - C({nonce}) and C({probe_nonce}) are filled by the module itself per request and per probe.
     type: dict
     default: {}
