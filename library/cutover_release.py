@@ -114,7 +114,8 @@ options:
     description:
       - Allow re-installing a release whose installed content differs from O(src) (or a directory under
         C(releases/) that this module did not install). The current release cannot be re-installed.
-      - Allow switching to a release marked failed.
+      - Allow switching to a release marked failed; it then counts as a good release again, its failure kept
+        under C(failures) in the registry.
     type: bool
     default: false
   timeout:

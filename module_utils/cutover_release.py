@@ -720,9 +720,14 @@ def _plan_switch(req: ReleaseRequest, plan: Plan, now: str) -> None:
     if view.link_release == req.release and recorded_current == req.release:
         return
     entry = registry["releases"][req.release]
-    if entry.get("status") == "failed" and not req.force:
-        raise ReleaseError("release: %s is marked failed (%s); switching to it needs force=true"
-                           % (req.release, entry.get("failed_reason")))
+    if entry.get("status") == "failed":
+        if not req.force:
+            raise ReleaseError("release: %s is marked failed (%s); switching to it needs force=true"
+                               % (req.release, entry.get("failed_reason")))
+        # Deploying a failed release again is an operator's decision: it counts as good again, its failure kept.
+        entry.setdefault("failures", []).append({"at": entry.pop("failed_at", None),
+                                                 "reason": entry.pop("failed_reason", None)})
+        entry["status"] = "ok"
     if view.link_release == req.release:
         # A run switched the link and died before recording it: record that switch now.
         plan.switch_from = recorded_current

@@ -115,18 +115,37 @@ def probe_row(entry: Entry) -> dict[str, Any]:
 
 
 def rollback_section(entries: list[Entry]) -> dict[str, Any] | None:
-    """Trigger of the first rollback.triggered; per step the LAST attempt (a rerun overrides a crashed one)."""
+    """Trigger of the first rollback.triggered; per step, the hosts' LAST attempts merged.
+
+    Every host journals each step it ran; a step is failed when any host's last attempt failed (a rerun after
+    a crash overrides that host's earlier attempt), and spans the earliest start to the latest end.
+    """
     triggered = _first(entries, "rollback.triggered")
-    latest_attempts: dict[int, Entry] = {}
+    attempts: dict[int, dict[Any, Entry]] = {}
     for entry in entries:
         if entry["event"] == "rollback.step":
             step = _step_number(_data(entry).get("step"))
             if step is not None:
-                latest_attempts[step] = entry
-    if triggered is None and not latest_attempts:
+                attempts.setdefault(step, {})[entry.get("host")] = entry
+    if triggered is None and not attempts:
         return None
-    steps = [{"step": step, **_pick(_data(latest_attempts[step]), STEP_FIELDS)} for step in sorted(latest_attempts)]
+    steps = [merge_step(step, [_data(entry) for entry in attempts[step].values()]) for step in sorted(attempts)]
     return {"trigger": _data(triggered).get("trigger") if triggered else None, "steps": steps}
+
+
+def merge_step(step: int, attempts: list[dict[str, Any]]) -> dict[str, Any]:
+    failed = [attempt for attempt in attempts if attempt.get("status") != "ok"]
+    details = list(dict.fromkeys(attempt.get("detail") for attempt in (failed or attempts) if attempt.get("detail")))
+    starts = [attempt["started_at"] for attempt in attempts if attempt.get("started_at")]
+    ends = [attempt["ended_at"] for attempt in attempts if attempt.get("ended_at")]
+    return {
+        "step": step,
+        "name": attempts[0].get("name"),
+        "status": failed[0].get("status") if failed else "ok",
+        "started_at": min(starts) if starts else None,
+        "ended_at": max(ends) if ends else None,
+        "detail": "; ".join(details) if details else (attempts[0].get("detail") if attempts else None),
+    }
 
 
 def _step_number(value: Any) -> int | None:

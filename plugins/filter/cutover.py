@@ -23,7 +23,8 @@ def _normalize_component(component: Any, index: int) -> dict[str, Any]:
         raise AnsibleFilterError("cutover_components[%d] (%s).kind must be one of %s, got %r"
                                  % (index, name, ", ".join(COMPONENT_KINDS), kind))
     if kind == "service" and not component.get("base_url"):
-        raise AnsibleFilterError("cutover_components[%d] (%s).base_url is required for kind service" % (index, name))
+        raise AnsibleFilterError("cutover_components[%d] (%s).base_url is required for kind service "
+                                 "(e.g. http://10.0.0.5:8103), or set kind: cli for a command-line component" % (index, name))
     namespaces = component.get("namespaces", [])
     if not isinstance(namespaces, list) or not all(isinstance(item, str) and item for item in namespaces):
         raise AnsibleFilterError("cutover_components[%d] (%s).namespaces must be a list of Redis glob patterns"
@@ -104,8 +105,9 @@ def cutover_rollback_targets(components: list[dict[str, Any]], plan: list[dict[s
     targets = []
     for switched in components:
         if switched["name"] not in by_name:
-            raise AnsibleFilterError("the journal names component %r, which cutover_components no longer defines; "
-                                     "restore its definition to roll it back" % switched["name"])
+            raise AnsibleFilterError("the journal names component %r, which this run's plan (cutover_components, "
+                                     "narrowed by cutover_plan) does not include; put it back in the plan to roll it "
+                                     "back" % switched["name"])
         if switched["from_release"] == switched["to_release"]:
             continue
         targets.append(dict(by_name[switched["name"]], from_release=switched["from_release"],

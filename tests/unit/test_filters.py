@@ -72,7 +72,7 @@ def test_rollback_targets_join_the_plan_and_skip_unchanged():
     ]
     targets = filters.cutover_rollback_targets(switched, plan)
     assert [(t["name"], t["from_release"], t["namespaces"]) for t in targets] == [("tts", "legacy", ["tts:*"])]
-    with pytest.raises(AnsibleFilterError, match="no longer defines"):
+    with pytest.raises(AnsibleFilterError, match="does not include"):
         filters.cutover_rollback_targets([dict(switched[0], name="gone")], plan)
 
 

@@ -311,3 +311,17 @@ def test_aborted_run_says_where_it_stopped_and_a_rollback_run_names_its_snapshot
     report = build_report(rollback_run)
     assert report["snapshot"] == {"id": "20261125T000000Z", "keys": 5, "sha256": SHA, "verified": True}
     assert "(rollback of run `20261125T000000Z`)" in render_markdown(report)
+
+
+def test_a_step_failed_on_one_host_is_failed_whatever_the_other_hosts_journaled():
+    entries = journal(
+        started(),
+        ("rollback.triggered", "tts", "toy1", {"trigger": TRIGGER}),
+        ("rollback.step", None, "toy1", {"step": 5, "name": "quick_test", "status": "failed",
+                                         "started_at": "a", "ended_at": "c", "detail": "tts probe failed"}),
+        ("rollback.step", None, "toy2", {"step": 5, "name": "quick_test", "status": "ok",
+                                         "started_at": "b", "ended_at": "d", "detail": "passed"}),
+    )
+    step = build_report(entries)["rollback"]["steps"][0]
+    assert step == {"step": 5, "name": "quick_test", "status": "failed", "started_at": "a", "ended_at": "d",
+                    "detail": "tts probe failed"}
