@@ -67,7 +67,9 @@ options:
     default: present
   src:
     description:
-      - Directory on the managed host holding the release source. Symlinks inside are followed; C(__pycache__) folders are left out (bytecode is derived).
+      - Directory on the managed host holding the release source, or a tarball of it (C(.tar.gz), C(.tgz), C(.tar)),
+        which is unpacked into a scratch folder first (only plain files and folders are accepted).
+        Symlinks inside are followed; C(__pycache__) folders are left out (bytecode is derived).
       - When the release is installed already, its content must equal O(src) (see O(force)).
       - Must not contain top-level C(.cutover) or C(venv) entries, which the module writes.
       - Ignored with O(state=failed).
@@ -245,7 +247,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.cutover_release import (
-    Plan, ReleaseError, ReleaseRequest, default_env_root, run_request, url_secrets,
+    Plan, ReleaseError, ReleaseRequest, default_env_root, run_request, unpacked_source, url_secrets,
 )
 
 
@@ -314,14 +316,14 @@ def result_of(req: ReleaseRequest, plan: Plan, check_mode: bool) -> dict:
     return result
 
 
-def build_request(params: dict) -> ReleaseRequest:
+def build_request(params: dict, src: str | None) -> ReleaseRequest:
     root = os.path.normpath(os.path.abspath(params["root"]))
     return ReleaseRequest(
         root=root,
         component=params["component"],
         release=params["release"],
         state=params["state"],
-        src=os.path.abspath(params["src"]) if params["src"] else None,
+        src=src,
         env_root=os.path.normpath(os.path.abspath(params["env_root"] or default_env_root(root))),
         python=params["python"] or sys.executable,
         requirements=params["requirements"],
@@ -358,9 +360,12 @@ def main() -> None:
     # Index URLs may carry credentials: keep them out of the result, including the echoed arguments.
     for arg in module.params["pip_args"] or []:
         module.no_log_values.update(url_secrets(arg))
-    req = build_request(module.params)
+    src = os.path.abspath(module.params["src"]) if module.params["src"] else None
+    req = build_request(module.params, src)
     try:
-        plan = run_request(req, module.check_mode)
+        with unpacked_source(src) as source_dir:
+            req.src = source_dir
+            plan = run_request(req, module.check_mode)
     except ReleaseError as exc:
         module.fail_json(msg=str(exc), component=req.component, release=req.release)
     except OSError as exc:

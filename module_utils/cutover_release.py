@@ -20,6 +20,7 @@ import re
 import shutil
 import stat
 import subprocess
+import tarfile
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -199,6 +200,44 @@ class TreeEntry:
     path: str  # absolute source path (may run through symlinks)
     is_dir: bool
     mode: int
+
+
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+
+
+@contextlib.contextmanager
+def unpacked_source(src: str | None) -> Iterator[str | None]:
+    """The release source as a directory: ``src`` itself, or its tarball unpacked into a private scratch
+    directory that is removed afterwards (also in check mode: nothing the module manages is written)."""
+    if src is None or not src.endswith(ARCHIVE_SUFFIXES) or os.path.isdir(src):
+        yield src
+        return
+    if not os.path.isfile(src):
+        raise ReleaseError("src: %s does not exist" % src)
+    scratch = tempfile.mkdtemp(prefix="cutover-release-src-")
+    try:
+        extract_release_archive(src, scratch)
+        yield scratch
+    finally:
+        remove_tree(scratch)
+
+
+def extract_release_archive(path: str, dest: str) -> None:
+    """Unpack a release tarball, refusing anything but plain files and folders inside the release."""
+    try:
+        with tarfile.open(path) as archive:
+            for member in archive.getmembers():
+                parts = member.name.split("/")
+                if not (member.isfile() or member.isdir()) or member.name.startswith("/") or ".." in parts:
+                    raise ReleaseError("src: %s holds %r, which is not a plain file or folder inside the release"
+                                       % (path, member.name))
+            extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            archive.extractall(dest, **extra)
+            # The scratch folder is private (0700); the release's own top folder mode is the one packed.
+            top = next((member for member in archive.getmembers() if member.name in (".", "./")), None)
+            os.chmod(dest, (top.mode if top is not None else 0o755) & 0o755)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise ReleaseError("src: %s is not a readable release tarball: %s" % (path, exc))
 
 
 # Bytecode caches are derived from the sources and appear whenever something imported them: never part of a release.

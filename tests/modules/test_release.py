@@ -585,3 +585,34 @@ def test_bytecode_caches_are_not_part_of_a_release(root: Path, tmp_path: Path):
     assert again["changed"] is False, "a bytecode cache must not make the same release look different"
     assert not (root / "releases" / "r1" / "pkg" / "__pycache__").exists()
     assert first["path"] == again["path"]
+
+
+def test_a_release_tarball_installs_like_its_folder_and_bad_archives_are_refused(root: Path, tmp_path: Path):
+    import tarfile
+    src = make_source(tmp_path / "src")
+    (tmp_path / "link-target.txt").write_text("shared\n")
+    (src / "shared.txt").symlink_to(tmp_path / "link-target.txt")
+    tarball = tmp_path / "r1.tar.gz"
+    subprocess.run(["tar", "--create", "--gzip", "--dereference", "--file", str(tarball), "--directory", str(src), "."],
+                   check=True)
+    from_tarball = release(root, "r1", tarball)
+    assert from_tarball["changed"] is True and (root / "releases" / "r1" / "shared.txt").read_text() == "shared\n"
+    # The same content given as a folder is the same release (same checksum): nothing to do.
+    assert release(root, "r1", src)["changed"] is False
+    assert not any(name.startswith("cutover-release-src-") for name in os.listdir(tempfile_dir()))
+
+    evil = tmp_path / "evil.tar.gz"
+    with tarfile.open(evil, "w:gz") as archive:
+        info_entry = tarfile.TarInfo("../outside.txt")
+        archive.addfile(info_entry)
+    with pytest.raises(ModuleFailed, match="not a plain file or folder inside the release"):
+        release(root, "r2", evil)
+    assert not (root / "releases" / "r2").exists() and not (root.parent / "outside.txt").exists()
+    (tmp_path / "junk.tar.gz").write_bytes(b"not a tarball")
+    with pytest.raises(ModuleFailed, match="is not a readable release tarball"):
+        release(root, "r3", tmp_path / "junk.tar.gz")
+
+
+def tempfile_dir() -> str:
+    import tempfile
+    return tempfile.gettempdir()
