@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import RELEASES, Launcher, PrivateRedis, ensure_venv, start_private_redis
+from .harness import RELEASES, Launcher, RedisServer, ensure_venv, start_redis_server
 
 
 @pytest.fixture(scope="session")
@@ -41,8 +41,8 @@ def module_launcher(tmp_path_factory, app_root: Path, release_venvs: dict[str, P
 
 
 @pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A password-protected redis-server of this test's own (the test may stop it)."""
-    server = start_private_redis(tmp_path / "private-redis", password="pw-Not-In-Logs-93")
+    server = start_redis_server(tmp_path / "private-redis", password="pw-Not-In-Logs-93")
     yield server
     server.stop()

@@ -5,7 +5,6 @@ import hashlib
 import http.client
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -16,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
+
+from cutover_testlib import RedisServer, free_port, start_redis_server  # noqa: F401 - used by the tests too
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "demo"
@@ -46,12 +47,6 @@ from toyservice.components.tts import audio_key, synthesize_audio  # noqa: E402,
 from toyservice.config import ConfigError, parse_config  # noqa: E402,F401
 
 sys.dont_write_bytecode = _write_bytecode
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # ---- release environments -------------------------------------------------------------------------
@@ -267,40 +262,3 @@ def run_seed(redis_port: int, *args: str) -> dict[str, Any]:
 def client_count(redis_client: Any, name: str) -> int:
     """Connections Redis reports under a client name (CLIENT LIST)."""
     return sum(1 for entry in redis_client.client_list() if entry.get("name") == name)
-
-
-@dataclass
-class PrivateRedis:
-    """A redis-server of one test's own, for tests that stop it or need a password."""
-
-    port: int
-    password: str | None
-    process: subprocess.Popen
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def start_private_redis(directory: Path, password: str | None = None) -> PrivateRedis:
-    directory.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    args = [shutil.which("redis-server") or "/usr/bin/redis-server", "--port", str(port), "--bind", "127.0.0.1",
-            "--dir", str(directory), "--save", "", "--appendonly", "no", "--logfile", str(directory / "redis.log")]
-    if password:
-        args += ["--requirepass", password]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return PrivateRedis(port, password, process)
-        except OSError:
-            time.sleep(0.05)
-    process.kill()
-    raise AssertionError("redis-server on port %d did not start" % port)

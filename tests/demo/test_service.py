@@ -12,7 +12,7 @@ from .harness import (
     DEMO,
     PROJECT_PYTHON,
     Launcher,
-    PrivateRedis,
+    RedisServer,
     Service,
     audio_key,
     client_count,
@@ -152,7 +152,7 @@ def test_maintenance_flag_serves_only_probes(interop, redis_server, release: str
 
 
 @pytest.mark.parametrize("release", RELEASE_CLIENTS)
-def test_safety_fails_closed_when_redis_is_down(launcher: Launcher, private_redis: PrivateRedis, release: str) -> None:
+def test_safety_fails_closed_when_redis_is_down(launcher: Launcher, private_redis: RedisServer, release: str) -> None:
     safety = launcher.start(release, "safety", private_redis.port, password=private_redis.password)
     assert _check(safety, "a story about kittens") == ("allow", "classifier")
     assert _check(safety, "a story about kittens") == ("allow", "cache")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import cutover_journal
-from conftest import ModuleFailed, run_module
+from cutover_testlib import ModuleFailed, run_module
 
 RUN_ID = "20261125T222114Z"
 WRITERS = 8

@@ -12,7 +12,7 @@ import pytest
 
 import cutover_lock
 from ansible.module_utils.cutover_journal import utc_timestamp
-from conftest import ModuleFailed, run_module
+from cutover_testlib import ModuleFailed, run_module
 
 RUN_A = "20261125T222114Z"
 RUN_B = "20261125T230000Z-rollback"

@@ -13,7 +13,7 @@ import pytest
 import redis
 
 import cutover_probe
-from conftest import ModuleFailed, RedisServer, free_port, run_module
+from cutover_testlib import ModuleFailed, RedisServer, free_port, run_module
 
 STREAM = "ai_service_alerts"
 

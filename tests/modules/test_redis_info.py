@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 import cutover_redis_info
-from conftest import ModuleFailed, run_module, start_redis_server
+from cutover_testlib import ModuleFailed, run_module, start_redis_server
 
 
 def test_counts_keys_per_namespace_first_pattern_wins(redis_server):

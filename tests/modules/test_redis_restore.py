@@ -13,7 +13,7 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from conftest import ModuleFailed, RedisServer, run_module, start_redis_server
+from cutover_testlib import ModuleFailed, RedisServer, run_module, start_redis_server
 from test_redis_snapshot import (  # noqa: F401 - target/target_server are fixtures
     LONG_TTL_MS,
     add_acl_user,

@@ -16,10 +16,11 @@ from typing import Any, Iterator
 import pytest
 import redis
 
-from conftest import ModuleFailed, RedisServer, free_port, run_module, start_redis_server
+from cutover_testlib import ModuleFailed, RedisServer, free_port, run_module, start_redis_server
 
 import cutover_redis_restore
 import cutover_redis_snapshot
+from ansible.module_utils import cutover_snapshot_logical
 from ansible.module_utils.cutover_snapshot import DATA_FILE_NAME, MANIFEST_FILE_NAME, SnapshotReader
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
@@ -316,7 +317,7 @@ def test_dest_that_is_not_a_directory_fails_cleanly(redis_server, tmp_path):
     ({"namespaces": ["tts:*", "ai:*", "tts:*"]}, "more than once: tts:\\*"),
     ({"batch_size": 0}, "batch_size must be between 1 and 100000, got 0"),
     ({"min_free_mb": -1}, "min_free_mb must be 0 or more"),
-    ({"mode": "rdb"}, "value of mode must be one of: logical"),
+    ({"mode": "nosuch"}, "value of mode must be one of: logical, rdb, replica"),
 ])
 def test_invalid_options_are_refused_before_anything_is_touched(redis_server, tmp_path, bad, message):
     dest = tmp_path / "snapshots"
@@ -363,7 +364,7 @@ def test_keys_vanishing_between_scan_and_dump_are_counted_not_written(redis_serv
     for i in range(300):
         admin.set("tts:%d" % i, "v%d" % i)
     options = add_acl_user(redis_server, "noscript", ["+@all", "-@scripting"])
-    real_scan_page = cutover_redis_snapshot.scan_page
+    real_scan_page = cutover_snapshot_logical.scan_page
     gone: set[bytes] = set()
 
     def scan_page_then_remove_some(client, cursor, pattern, count):
@@ -377,7 +378,7 @@ def test_keys_vanishing_between_scan_and_dump_are_counted_not_written(redis_serv
         time.sleep(0.01)  # the expiring ones are now past their expiry
         return next_cursor, keys
 
-    monkeypatch.setattr(cutover_redis_snapshot, "scan_page", scan_page_then_remove_some)
+    monkeypatch.setattr(cutover_snapshot_logical, "scan_page", scan_page_then_remove_some)
     result = run_module(cutover_redis_snapshot.main, dict(snapshot_args(redis_server, tmp_path, batch_size=50),
                                                           redis=options))
 
@@ -451,7 +452,7 @@ def test_password_never_appears_in_results_or_manifest(tmp_path):
 MEMORY_PROBE = textwrap.dedent("""
     import json, sys
     sys.path.insert(0, sys.argv[1])
-    from conftest import run_module
+    from cutover_testlib import run_module
     import cutover_redis_snapshot
 
     def status_kb(field):

@@ -18,7 +18,7 @@ import pytest
 from ansible.module_utils.cutover_release import (
     ENV_MARKER, env_spec, probe_interpreter, switch_link, tree_checksum,
 )
-from conftest import ModuleFailed, run_module
+from cutover_testlib import ModuleFailed, run_module
 
 # What `python -m venv` run from this test's venv interpreter really uses: the venv's base interpreter.
 BASE_PYTHON = os.path.realpath(sys._base_executable)
@@ -539,7 +539,7 @@ def test_info_on_a_missing_component(root: Path):
 
 def test_a_failed_env_build_leaves_nothing_half_done_and_no_secret(app: Path, root: Path, tmp_path: Path,
                                                                  six_env):
-    from conftest import free_port
+    from cutover_testlib import free_port
     release(root, "good", make_source(tmp_path / "good", requirements=SIX_REQUIREMENTS), state="current")
     before = tree_listing(root, dir_mtimes=False)
     envs_before = sorted(os.listdir(app / "venvs"))

@@ -11,7 +11,7 @@ import pytest
 import cutover_journal
 import cutover_report
 from ansible.module_utils.cutover_report import build_report, render_markdown
-from conftest import ModuleFailed, run_module
+from cutover_testlib import ModuleFailed, run_module
 
 RUN_ID = "20261125T222114Z"
 NEXT_RUN_ID = "20261126T080000Z"

@@ -8,8 +8,9 @@ from typing import Iterator
 
 import pytest
 import redis
+from hypothesis import HealthCheck, given, settings, strategies as st
 
-from conftest import RedisServer, start_redis_server
+from cutover_testlib import RedisServer, start_redis_server
 
 from ansible.module_utils.cutover_rdb import (
     READ_CHUNK,
@@ -231,3 +232,20 @@ def test_module_type_names_decode_from_their_ids():
     for char in "cuttest01":
         module_id = (module_id << 6) | charset.index(char)
     assert module_type_name((module_id << 10) | 3) == "cuttest01"
+
+
+@pytest.fixture(scope="module")
+def small_rdb(rdb_server) -> bytes:
+    client = rdb_server.client()
+    client.flushall()
+    fill_every_encoding(client)
+    client.delete("s:random")
+    return saved_rdb(rdb_server)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fraction=st.floats(min_value=0, max_value=1, exclude_max=True), chunk=st.sampled_from([0, 1, 13, 4096]))
+def test_a_file_cut_anywhere_is_refused_as_truncated(small_rdb, fraction, chunk):
+    cut = int(len(small_rdb) * fraction)
+    with pytest.raises(RdbError):
+        scan(small_rdb[:cut], ["*"], chunk=chunk)
