@@ -6,7 +6,7 @@ import http.client
 import json
 import os
 import signal
-import socket
+import shutil
 import subprocess
 import sys
 import tempfile
