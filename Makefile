@@ -7,13 +7,14 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 ANSIBLE_ARGS ?=
 
-.PHONY: help venv system-deps up migrate rollback down test lint pytest molecule clean
+.PHONY: help venv system-deps up migrate rollback down test lint pytest molecule clean bench-snapshot
 
 help:
 	@echo "make migrate   set up, start the demo on its legacy release, migrate it (playbooks/migrate.yml)"
 	@echo "make rollback  roll the newest migrate run back in six steps (playbooks/rollback.yml)"
 	@echo "make down      stop everything the project started"
 	@echo "make test      linters, pytest against real redis-server, every Molecule scenario"
+	@echo "make bench-snapshot  snapshot modes vs BGSAVE, redis-cli --rdb and a naive redis-py dump (1M keys)"
 
 $(BIN)/.installed: requirements.txt constraints.txt
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' || \
@@ -55,3 +56,7 @@ test: lint pytest molecule
 
 clean: down
 	rm -rf .run reports .cache/ansible-local
+
+# Snapshot modes against BGSAVE, redis-cli --rdb and a hand-written redis-py dump on 1,000,000 keys (docs/SNAPSHOTS.md).
+bench-snapshot: venv system-deps
+	$(BIN)/python bench/bench_snapshot.py

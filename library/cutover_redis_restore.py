@@ -4,17 +4,20 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: cutover_redis_restore
-short_description: Restore Redis keys from a cutover snapshot by policy
+short_description: Restore Redis from a cutover snapshot, by namespace and policy or as a whole RDB
 description:
-  - Restores the keys of a snapshot written by M(cutover_redis_snapshot) into Redis, per namespace,
-    keeping each key's absolute expiry (C(RESTORE ... ABSTTL)).
-  - Before touching Redis it checks the snapshot end to end - manifest present and parseable, format
-    version known, data file sha256 equal to the manifest's, record count per namespace equal - and
-    refuses with a message naming the problem otherwise, changing nothing.
-  - Records whose absolute expiry has passed (on the target server's clock) are skipped and counted as
-    C(expired).
-  - Keys are sent in batches of O(batch_size), one server-side Lua call per batch with the next batch
-    already on the wire; a Redis user that may not run scripts gets pipelined RESTORE commands instead.
+  - Restores a snapshot written by M(cutover_redis_snapshot) into Redis.
+  - Before touching Redis it checks the snapshot - manifest present and parseable, format known, data file
+    sha256 equal to the manifest's, structure and key counts as recorded - and refuses with a message naming
+    the problem otherwise, changing nothing.
+  - Policies C(missing_only), C(overwrite) and C(replace_all) work per namespace with C(RESTORE ... ABSTTL),
+    keeping each key's absolute expiry; records whose expiry has passed (on the target's clock) are skipped and
+    counted as C(expired). Snapshots of mode C(logical) are read from their data file; snapshots of modes C(rdb)
+    and C(replica) are loaded into a scratch redis-server on this host and restored from there.
+  - Policy C(whole_rdb) puts the RDB of an C(rdb) or C(replica) snapshot where Redis loads its data from and
+    restarts Redis with O(stop_command) and O(start_command) - the RDB file, or, when C(appendonly) is on, the
+    base of a fresh AOF directory. The files it replaces are kept beside them (C(previous)). If Redis does not
+    come back with the snapshot's keys, the previous files are put back and Redis is started again.
 version_added: "0.1.0"
 author: cutover
 options:
@@ -31,13 +34,16 @@ options:
         the snapshot does not (C(deleted)), so the namespace ends up equal to the snapshot. A snapshot key
         whose expiry has passed counts as not in the snapshot. Deletion runs after the restore, so a
         namespace never holds fewer snapshot keys than before.
+      - C(whole_rdb) replaces the whole Redis dataset (every database, functions too) with an C(rdb) or
+        C(replica) snapshot by swapping files and restarting Redis. Needs O(stop_command) and
+        O(start_command); runs on the Redis host.
     type: str
-    choices: [missing_only, overwrite, replace_all]
+    choices: [missing_only, overwrite, replace_all, whole_rdb]
     default: missing_only
   namespaces:
     description:
       - Patterns of the snapshot to restore (each must be one of the snapshot's namespaces, written
-        exactly as in its manifest). Default - all of them.
+        exactly as in its manifest). Default - all of them. Not used by C(whole_rdb).
       - A key belongs to the first pattern of the snapshot that matches it, for C(replace_all) too.
     type: list
     elements: str
@@ -45,14 +51,41 @@ options:
     description: Records per round trip (1 to 100000).
     type: int
     default: 1000
+  stop_command:
+    description:
+      - C(whole_rdb) - argv that stops Redis and returns once it has exited, e.g.
+        C([systemctl, stop, redis-server]) or C([supervisorctl, -c, /etc/supervisord.conf, stop, redis]).
+        Run without a shell.
+    type: list
+    elements: str
+  start_command:
+    description: C(whole_rdb) - argv that starts Redis again, e.g. C([systemctl, start, redis-server]).
+    type: list
+    elements: str
+  rdb_path:
+    description:
+      - C(whole_rdb) - the RDB file Redis loads at start-up. Default - asked from Redis with CONFIG GET (dir,
+        dbfilename, appenddirname, appendfilename), which the Redis user must then be allowed.
+    type: path
+  start_timeout:
+    description: C(whole_rdb) - seconds Redis gets to stop, and to start and load its data.
+    type: int
+    default: 600
+  redis_server_binary:
+    description: redis-server for the scratch server that serves an rdb snapshot's keys. Default - found on PATH.
+    type: path
+  scratch_dir:
+    description: Where the scratch server's private directory is made (default - the system temp dir).
+    type: path
 extends_documentation_fragment:
   - cutover_redis
   - action_common_attributes
 attributes:
   check_mode:
     support: full
-    details: Computes the same counts with EXISTS (and SCAN for C(replace_all)) and writes nothing; its
-      C(missing_before) is the data-loss audit.
+    details: Computes the same counts with EXISTS (and SCAN for C(replace_all)) and writes nothing - its
+      C(missing_before) is the data-loss audit; for rdb snapshots the key names are read from the RDB file
+      itself. C(whole_rdb) checks the snapshot and reports what it would swap, without stopping Redis.
   diff_mode:
     support: full
     details: Counts per namespace only, never keys or values.
@@ -60,9 +93,11 @@ attributes:
     platforms: posix
 notes:
   - The target must run Redis 5.0 or later (RESTORE ABSTTL) and understand the RDB version of the snapshot
-    (C(rdb_version) in the manifest); Redis refuses payloads from a newer RDB version.
+    (C(rdb_version) in the manifest); Redis refuses payloads and files from a newer RDB version, and this
+    module refuses them before changing anything.
   - C(replace_all) keeps a 64-bit fingerprint per restored key in memory (about 70 bytes per key) to know
     which keys to delete; the other policies stream in constant memory.
+  - The least-privilege ACL each policy needs is in docs/SNAPSHOTS.md.
   - Redis Cluster is not supported.
 seealso:
   - module: cutover_redis_snapshot
@@ -83,6 +118,15 @@ EXAMPLES = r"""
     src: "/var/lib/cutover/snapshots/{{ cutover_run_id }}"
     policy: missing_only
     namespaces: ['tts:*', 'safety:*']
+
+- name: Put the whole server back as it was (rdb snapshot), restarting Redis through systemd
+  cutover_redis_restore:
+    redis: "{{ cutover_redis }}"
+    src: "/var/lib/cutover/snapshots/{{ cutover_run_id }}"
+    policy: whole_rdb
+    stop_command: [systemctl, stop, redis-server]
+    start_command: [systemctl, start, redis-server]
+  become: true
 """
 
 RETURN = r"""
@@ -92,7 +136,7 @@ policy:
   type: str
   sample: missing_only
 restored:
-  description: Keys written from the snapshot (in check mode, that would be written).
+  description: Keys written from the snapshot (in check mode, that would be written); for C(whole_rdb), keys Redis loaded.
   returned: always
   type: int
   sample: 120
@@ -107,12 +151,13 @@ expired:
   type: int
   sample: 3
 deleted:
-  description: Keys deleted because the snapshot does not hold them (C(replace_all) only).
+  description: Keys deleted because the snapshot does not hold them (C(replace_all)); for C(whole_rdb), the keys
+    Redis held before the swap (all replaced).
   returned: always
   type: int
   sample: 0
 missing_before:
-  description: Unexpired snapshot keys that Redis did not have before the restore.
+  description: Unexpired snapshot keys that Redis did not have before the restore (not known for C(whole_rdb)).
   returned: always
   type: int
   sample: 120
@@ -132,109 +177,109 @@ snapshot:
     sha256:
       description: Verified sha256 of its data file.
       type: str
+    mode:
+      description: Mode of the snapshot.
+      type: str
+whole_rdb:
+  description: For C(whole_rdb) - where the snapshot was put, the previous files kept aside, what Redis loaded.
+  returned: when O(policy=whole_rdb)
+  type: dict
+  sample: {"loaded_from": "/var/lib/redis/dump.rdb", "previous": ["/var/lib/redis/dump.rdb.cutover-before-x"],
+           "aof": false, "loaded": {"0": 15230}}
 """
 
+import datetime
 import os
-from collections import deque
-from itertools import compress
-from typing import Any, Callable
+import time
+from typing import Any, Iterator
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.cutover_redis import (
     RedisError,
-    ResponseError,
     connect_or_fail,
     describe_endpoint,
     redis_connection_argument_spec,
 )
+from ansible.module_utils.cutover_rdb import FileChunks, RdbError, RdbScanner
 from ansible.module_utils.cutover_snapshot import (
-    NO_EXPIRY,
-    Batch,
+    BIG_PAYLOAD,
+    RDB_MODES,
     ServerClock,
     SnapshotError,
     SnapshotReader,
-    belongs_filter,
-    scripting_allowed,
+    free_bytes,
+    load_manifest,
+    pattern_matcher,
+    quick_check_rdb,
     server_version,
     verify_snapshot,
 )
+from ansible.module_utils.cutover_snapshot_logical import (
+    ExistenceCounter,
+    LuaCapture,
+    PipelineRestorer,
+    RestoreFailed,
+    Tally,
+    delete_extra_keys,
+    restore_batches,
+    restore_heads,
+)
+from ansible.module_utils.cutover_snapshot_rdb import (
+    FileSwap,
+    copy_hashed,
+    load_problem,
+    loadable_rdb_version,
+    loaded_keys,
+    probe_client,
+    redis_files,
+    run_command,
+    wait_for_down,
+    wait_for_loaded,
+)
+from ansible.module_utils.cutover_snapshot_scratch import ScratchServer, captured_batches, find_redis_server
 
 MAX_BATCH_SIZE = 100000
-COUNT_NAMES = ("restored", "kept_existing", "expired", "deleted", "missing_before")
-
-# Restores one batch of one namespace atomically. KEYS: the keys; ARGV[1]: 'replace' or 'keep'; then per
-# key its absolute expiry in unix ms (0: none) and its DUMP payload. One Redis call per key: without
-# REPLACE, RESTORE itself answers BUSYKEY for a key that exists (a newer write, kept); with REPLACE, one
-# EXISTS per 1000 keys counts what was there before.
-# Reply: restored, kept, missing before, expired[, error of the RESTORE that failed].
-RESTORE_SCRIPT = """
-local replace = ARGV[1] == 'replace'
-local now = redis.call('TIME')
-local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local live, expired = {}, 0
-for i = 1, #KEYS do
-  local expiry = tonumber(ARGV[2 * i])
-  if expiry ~= 0 and expiry <= now_ms then
-    expired = expired + 1
-  else
-    live[#live + 1] = i
-  end
-end
-local present = 0
-if replace then
-  for first = 1, #live, 1000 do
-    local chunk = {}
-    for j = first, math.min(first + 999, #live) do chunk[#chunk + 1] = KEYS[live[j]] end
-    present = present + redis.call('EXISTS', unpack(chunk))
-  end
-end
-local restored, kept = 0, 0
-for _, i in ipairs(live) do
-  local reply
-  if replace then
-    reply = redis.pcall('RESTORE', KEYS[i], ARGV[2 * i], ARGV[2 * i + 1], 'REPLACE', 'ABSTTL')
-  else
-    reply = redis.pcall('RESTORE', KEYS[i], ARGV[2 * i], ARGV[2 * i + 1], 'ABSTTL')
-  end
-  if type(reply) == 'table' and reply.err then
-    if replace or string.sub(reply.err, 1, 7) ~= 'BUSYKEY' then
-      return {restored, kept, replace and #live - present or restored, expired, reply.err}
-    end
-    kept = kept + 1
-  else
-    restored = restored + 1
-  end
-end
-return {restored, kept, replace and #live - present or restored, expired}
-"""
-
-class RestoreFailed(Exception):
-    """Redis refused a RESTORE; counts so far stay in the tally."""
-
-
-class Tally:
-    """Counts per namespace pattern."""
-
-    def __init__(self, patterns: list[str]):
-        self.by_pattern = {pattern: dict.fromkeys(COUNT_NAMES, 0) for pattern in patterns}
-
-    def add(self, pattern: str, **counts: int) -> None:
-        for name, value in counts.items():
-            self.by_pattern[pattern][name] += value
-
-    def totals(self) -> dict[str, int]:
-        return {name: sum(counts[name] for counts in self.by_pattern.values()) for name in COUNT_NAMES}
+MIB = 1024 * 1024
+STAGING_MARGIN = 64 * MIB
 
 
 def build_argument_spec() -> dict[str, Any]:
     spec = redis_connection_argument_spec()
     spec.update(
         src={"type": "path", "required": True},
-        policy={"type": "str", "choices": ["missing_only", "overwrite", "replace_all"], "default": "missing_only"},
+        policy={"type": "str", "choices": ["missing_only", "overwrite", "replace_all", "whole_rdb"],
+                "default": "missing_only"},
         namespaces={"type": "list", "elements": "str"},
         batch_size={"type": "int", "default": 1000},
+        stop_command={"type": "list", "elements": "str"},
+        start_command={"type": "list", "elements": "str"},
+        rdb_path={"type": "path"},
+        start_timeout={"type": "int", "default": 600},
+        redis_server_binary={"type": "path"},
+        scratch_dir={"type": "path"},
     )
     return spec
+
+
+def option_problems(params: dict[str, Any]) -> list[str]:
+    problems = []
+    if not 1 <= params["batch_size"] <= MAX_BATCH_SIZE:
+        problems.append("batch_size must be between 1 and %d, got %d" % (MAX_BATCH_SIZE, params["batch_size"]))
+    whole = params["policy"] == "whole_rdb"
+    if whole:
+        for name in ("stop_command", "start_command"):
+            if not params[name]:
+                problems.append("policy whole_rdb needs %s, the argv that %s Redis (e.g. [systemctl, %s, "
+                                "redis-server])" % (name, name.split("_")[0] + "s", name.split("_")[0]))
+        if params["namespaces"] is not None:
+            problems.append("namespaces does not apply to policy whole_rdb, which restores the whole server")
+    else:
+        for name in ("stop_command", "start_command", "rdb_path"):
+            if params[name]:
+                problems.append("%s applies only to policy whole_rdb" % name)
+    if params["start_timeout"] < 1:
+        problems.append("start_timeout must be at least 1 second, got %d" % params["start_timeout"])
+    return problems
 
 
 def selected_patterns(requested: list[str] | None, available: list[str]) -> tuple[list[str], str | None]:
@@ -252,192 +297,102 @@ def selected_patterns(requested: list[str] | None, available: list[str]) -> tupl
     return list(requested), None
 
 
-def acquire_connection(client: Any) -> Any:
-    pool = client.connection_pool
-    try:
-        return pool.get_connection()
-    except TypeError:  # redis-py < 5.3 requires a command name
-        return pool.get_connection("EVAL")
+def refuse(module: AnsibleModule, problem: Any) -> None:
+    module.fail_json(msg="refusing to restore: %s; nothing was changed" % problem)
 
 
-class LuaRestorer:
-    """One RESTORE_SCRIPT call per batch, with the next batch sent before the previous reply is read so
-    that building batches here overlaps with restoring them in Redis."""
+# ---------------------------------------------------------------------------------------------------
+# Per-namespace restore (logical snapshots, and rdb snapshots through a scratch server)
 
-    def __init__(self, client: Any, replace: bool, on_done: Callable[[int, int, int, int, int], None]):
-        self._client = client
-        self._connection = acquire_connection(client)
-        self._mode = "replace" if replace else "keep"
-        self._on_done = on_done
-        self._in_flight: deque[int] = deque()
-
-    def submit(self, namespace_index: int, keys: list[bytes], expiries: list[int], payloads: list[bytes]) -> None:
-        args: list[Any] = [self._mode] * (2 * len(keys) + 1)
-        args[1::2] = [expiry if expiry > 0 else 0 for expiry in expiries]
-        args[2::2] = payloads
-        self._connection.send_command("EVAL", RESTORE_SCRIPT, len(keys), *keys, *args)
-        self._in_flight.append(namespace_index)
-        self._collect(keep=1)
-
-    def finish(self) -> None:
-        self._collect(keep=0)
-
-    def _collect(self, keep: int) -> None:
-        """Read replies until ``keep`` batches are in flight; on a failed RESTORE read them all, then raise."""
-        failure = None
-        while len(self._in_flight) > (0 if failure else keep):
-            namespace_index = self._in_flight.popleft()
-            reply = self._connection.read_response()
-            restored, kept, missing, expired = (int(value) for value in reply[:4])
-            self._on_done(namespace_index, restored, kept, missing, expired)
-            if len(reply) > 4 and failure is None:
-                failure = _text(reply[4])
-        if failure:
-            raise RestoreFailed(failure)
-
-    def close(self) -> None:
-        """Give the connection back; one with unread replies (after an error) is dropped, not reused."""
-        if self._connection is None:
-            return
-        if self._in_flight:
-            self._connection.disconnect()
-        self._client.connection_pool.release(self._connection)
-        self._connection = None
-
-
-class PipelineRestorer:
-    """EXISTS + RESTORE per key in one pipeline per batch, for Redis users that may not run scripts."""
-
-    def __init__(self, client: Any, replace: bool, on_done: Callable[[int, int, int, int, int], None]):
-        self._client = client
-        self._replace = replace
-        self._on_done = on_done
-
-    def submit(self, namespace_index: int, keys: list[bytes], expiries: list[int], payloads: list[bytes]) -> None:
-        pipeline = self._client.pipeline(transaction=False)
-        pipeline.exists(*keys)
-        for key, expiry, payload in zip(keys, expiries, payloads):
-            pipeline.restore(key, expiry if expiry > 0 else 0, payload, replace=self._replace, absttl=True)
-        replies = pipeline.execute(raise_on_error=False)
-        if isinstance(replies[0], Exception):
-            raise replies[0]
-        restored = kept = 0
-        failure = None
-        for reply in replies[1:]:
-            if not isinstance(reply, Exception):
-                restored += 1
-            elif str(reply).startswith("BUSYKEY"):  # the key exists: a newer write, which wins
-                kept += 1
-            elif failure is None:
-                failure = reply
-        self._on_done(namespace_index, restored, kept, len(keys) - int(replies[0]), 0)
-        if failure is not None:
-            raise RestoreFailed(str(failure))
-
-    def finish(self) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
-
-
-class ExistenceCounter:
-    """Check mode: the counts a restore would produce, from EXISTS alone."""
-
-    def __init__(self, client: Any, replace: bool, on_done: Callable[[int, int, int, int, int], None]):
-        self._client = client
-        self._replace = replace
-        self._on_done = on_done
-
-    def submit(self, namespace_index: int, keys: list[bytes], expiries: list[int], payloads: list[bytes]) -> None:
-        present = int(self._client.exists(*keys))
-        missing = len(keys) - present
-        if self._replace:
-            self._on_done(namespace_index, len(keys), 0, missing, 0)
-        else:
-            self._on_done(namespace_index, missing, present, missing, 0)
-
-    def finish(self) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
-
-
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def drop_expired(batch: Batch, now_ms: int) -> tuple[Batch, int]:
-    """The batch without records whose absolute expiry is at or before ``now_ms``, and how many those were."""
-    index, keys, expiries, payloads = batch
-    if not any(0 <= expiry <= now_ms for expiry in expiries):
-        return batch, 0
-    live = [expiry == NO_EXPIRY or expiry > now_ms for expiry in expiries]
-    kept = (index, list(compress(keys, live)), list(compress(expiries, live)), list(compress(payloads, live)))
-    return kept, len(keys) - len(kept[1])
-
-
-def choose_restorer(module: AnsibleModule, client: Any) -> type:
+def choose_restorer(module: AnsibleModule, client: Any, replace: bool, on_done: Any) -> Any:
     if module.check_mode:
-        return ExistenceCounter
-    if scripting_allowed(client, ResponseError):
-        return LuaRestorer
-    module.warn("this Redis user may not run Lua scripts; restoring with pipelined EXISTS + RESTORE (slower)")
-    return PipelineRestorer
+        return ExistenceCounter(client, replace, on_done)
+    return PipelineRestorer(client, replace, on_done)
+
+
+def rdb_key_batches(data_path: str, manifest: dict[str, Any], patterns: list[str], chosen: list[bool],
+                    batch_size: int) -> Iterator[tuple[int, list[bytes], list[int], list[bytes]]]:
+    """Key names and expiries of the chosen namespaces, read from the RDB file itself (check mode)."""
+    pending: dict[int, tuple[list[bytes], list[int]]] = {}
+    ready: list[tuple[int, list[bytes], list[int], list[bytes]]] = []
+
+    def on_key(index: int, key: bytes, expiry: int) -> None:
+        if not chosen[index]:
+            return
+        keys, expiries = pending.setdefault(index, ([], []))
+        keys.append(key)
+        expiries.append(expiry)
+        if len(keys) >= batch_size:
+            ready.append((index, keys, expiries, [b""] * len(keys)))
+            del pending[index]
+
+    with open(data_path, "rb", buffering=0) as handle:
+        scanner = RdbScanner(FileChunks(handle), pattern_matcher(patterns), len(patterns), int(manifest["db"]),
+                             None, on_key)
+        scanner.scan()  # the file verified moments ago; batches are yielded once it is read whole
+    yield from ready
+    for index, (keys, expiries) in pending.items():
+        yield index, keys, expiries, [b""] * len(keys)
 
 
 def restore_records(module: AnsibleModule, client: Any, manifest: dict[str, Any], patterns: list[str],
-                    selected: list[str], tally: Tally) -> set[int]:
-    """Stream the data file into Redis; returns fingerprints of the restored keys (for replace_all only)."""
+                    selected: list[str], tally: Tally) -> set[int] | None:
+    """Stream the selected namespaces into Redis; returns fingerprints of the restored keys (replace_all)."""
     params = module.params
     replace = params["policy"] != "missing_only"
-    keep_fingerprints = params["policy"] == "replace_all"
-    fingerprints: set[int] = set()
+    fingerprints: set[int] | None = set() if params["policy"] == "replace_all" else None
     chosen = [pattern in selected for pattern in patterns]
 
     def on_done(index: int, restored: int, kept: int, missing: int, expired: int) -> None:
         tally.add(patterns[index], restored=restored, kept_existing=kept, missing_before=missing, expired=expired)
 
-    restorer = choose_restorer(module, client)(client, replace, on_done)
     clock = ServerClock(client)
+    restorer = choose_restorer(module, client, replace, on_done)
     data_path = os.path.join(params["src"], manifest["data_file"])
     try:
-        with SnapshotReader(data_path) as reader:
-            reader.read_header()
-            for batch in reader.batches(params["batch_size"], chosen):
-                (index, keys, expiries, payloads), expired = drop_expired(batch, clock.now_ms())
-                if expired:
-                    tally.add(patterns[index], expired=expired)
-                if keys:
-                    restorer.submit(index, keys, expiries, payloads)
-                if keep_fingerprints:
-                    fingerprints.update(map(hash, keys))
-            restorer.finish()
+        if manifest["mode"] not in RDB_MODES:
+            with SnapshotReader(data_path) as reader:
+                reader.read_header()
+                if module.check_mode:
+                    batches = reader.batches(params["batch_size"], chosen, BIG_PAYLOAD)
+                else:
+                    head, tail = restore_heads(replace)
+                    batches = reader.prepared_batches(params["batch_size"], chosen, BIG_PAYLOAD, head, tail, clock.now_ms)
+                restore_batches(restorer, batches, clock, patterns, tally, fingerprints)
+            if reader.sha256 != manifest["sha256"]:
+                raise SnapshotError("the data file changed while it was being restored (sha256 %s, manifest %s)"
+                                    % (reader.sha256, manifest["sha256"]))
+        elif module.check_mode:
+            restore_batches(restorer, rdb_key_batches(data_path, manifest, patterns, chosen, params["batch_size"]),
+                            clock, patterns, tally, fingerprints)
+        else:
+            restore_from_scratch(module, restorer, manifest, data_path, patterns, selected, tally, fingerprints, clock)
     finally:
         restorer.close()
-    if reader.sha256 != manifest["sha256"]:
-        raise SnapshotError("the data file changed while it was being restored (sha256 %s, manifest %s)"
-                            % (reader.sha256, manifest["sha256"]))
     return fingerprints
 
 
-def delete_extra_keys(client: Any, patterns: list[str], selected: list[str], fingerprints: set[int],
-                      batch_size: int, check_mode: bool, tally: Tally) -> None:
-    """replace_all: delete keys of the selected namespaces that the snapshot does not hold.
-
-    ``fingerprints`` are Python hashes of the restored keys: a collision only spares a key, never deletes one.
-    """
-    for pattern in selected:
-        belongs = belongs_filter(patterns, patterns.index(pattern))
-        cursor = 0
-        while True:
-            cursor, keys = client.scan(cursor, match=pattern, count=batch_size)
-            extra = [key for key in keys if hash(key) not in fingerprints and belongs(key)]
-            if extra:
-                tally.add(pattern, deleted=len(extra) if check_mode else int(client.unlink(*extra)))
-            if int(cursor) == 0:
-                break
+def restore_from_scratch(module: AnsibleModule, restorer: Any, manifest: dict[str, Any], data_path: str,
+                         patterns: list[str], selected: list[str], tally: Tally, fingerprints: set[int] | None,
+                         clock: ServerClock) -> None:
+    """Load the snapshot's RDB into a scratch redis-server and restore the selected namespaces from it."""
+    params = module.params
+    databases = max(int(db) for db in manifest["databases"] or {"0": 0}) + 1
+    memory = int(manifest.get("used_memory") or 0) or 3 * manifest["bytes"]
+    with ScratchServer(find_redis_server(params["redis_server_binary"]), params["scratch_dir"], data_path,
+                       databases, memory) as scratch_server:
+        capture = LuaCapture(scratch_server.client(int(manifest["db"])), use_pexpiretime=True)
+        try:
+            restore_batches(restorer, captured_batches(capture, patterns, selected, params["batch_size"]), clock,
+                            patterns, tally, fingerprints)
+        finally:
+            capture.close()
+    for pattern in selected:  # keys Redis dropped while loading the RDB had expired
+        counts = tally.by_pattern[pattern]
+        seen = counts["restored"] + counts["kept_existing"] + counts["expired"]
+        if params["policy"] != "missing_only":
+            seen = counts["restored"] + counts["expired"]
+        counts["expired"] += max(0, manifest["namespaces"][pattern] - seen)
 
 
 def run_restore(module: AnsibleModule, client: Any, manifest: dict[str, Any], patterns: list[str],
@@ -446,9 +401,9 @@ def run_restore(module: AnsibleModule, client: Any, manifest: dict[str, Any], pa
     tally = Tally(selected)
     try:
         fingerprints = restore_records(module, client, manifest, patterns, selected, tally)
-        if params["policy"] == "replace_all":
+        if fingerprints is not None:
             delete_extra_keys(client, patterns, selected, fingerprints, params["batch_size"], module.check_mode, tally)
-    except (RestoreFailed, RedisError, SnapshotError, OSError) as exc:
+    except (RestoreFailed, RedisError, SnapshotError, RdbError, OSError) as exc:
         module.fail_json(msg="restore into %s stopped: %s (snapshot rdb_version %s from Redis %s)"
                              % (describe_endpoint(params["redis"]), exc, manifest.get("rdb_version"),
                                 manifest.get("redis_version")),
@@ -463,7 +418,7 @@ def restore_result(module: AnsibleModule, manifest: dict[str, Any], tally: Tally
         changed=totals["restored"] + totals["deleted"] > 0,
         policy=module.params["policy"],
         namespaces=tally.by_pattern,
-        snapshot={"id": manifest["snapshot_id"], "sha256": manifest["sha256"]},
+        snapshot={"id": manifest["snapshot_id"], "sha256": manifest["sha256"], "mode": manifest["mode"]},
     )
     if module._diff:
         result["diff"] = {
@@ -476,19 +431,134 @@ def restore_result(module: AnsibleModule, manifest: dict[str, Any], tally: Tally
     return result
 
 
+# ---------------------------------------------------------------------------------------------------
+# whole_rdb
+
+def run_id_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def stage_snapshot(module: AnsibleModule, client: Any, manifest: dict[str, Any]) -> tuple[Any, str]:
+    """Check the snapshot and copy it next to Redis's files, hashing it on the way: nothing is touched yet."""
+    params = module.params
+    try:
+        data_path = quick_check_rdb(params["src"], manifest)
+        files = redis_files(client, params["rdb_path"])
+        version = server_version(client)
+    except (SnapshotError, RedisError) as exc:
+        refuse(module, exc)
+    if manifest["rdb_version"] > loadable_rdb_version(version[1]):
+        refuse(module, "the snapshot is RDB version %d (Redis %s) and the target runs Redis %s, which loads RDB "
+                       "versions up to %d" % (manifest["rdb_version"], manifest.get("rdb_redis_version"), version[0],
+                                              loadable_rdb_version(version[1])))
+    if not os.path.isdir(files.directory):
+        refuse(module, "Redis's data directory %s is not a directory on this host (run whole_rdb on the Redis "
+                       "host, or give rdb_path)" % files.directory)
+    needed = manifest["bytes"] + STAGING_MARGIN
+    if free_bytes(files.directory) < needed:
+        refuse(module, "%s has %.1f MiB free; staging the snapshot needs %.1f MiB"
+                       % (files.directory, free_bytes(files.directory) / MIB, needed / MIB))
+    staged = os.path.join(files.directory, ".cutover-restore-%s.rdb" % manifest["snapshot_id"])
+    if os.path.lexists(staged):
+        os.unlink(staged)  # ours, left by a run that died before the swap
+    like = files.rdb_path if os.path.exists(files.rdb_path) else files.directory
+    try:
+        sha256 = copy_hashed(data_path, staged, like)
+    except OSError as exc:
+        refuse(module, "cannot stage the snapshot in %s: %s" % (files.directory, exc))
+    if sha256 != manifest["sha256"]:
+        os.unlink(staged)
+        refuse(module, "checksum mismatch: sha256 of %s is %s, the manifest says %s" % (data_path, sha256,
+                                                                                       manifest["sha256"]))
+    return files, staged
+
+
+def whole_result(manifest: dict[str, Any], restored: int, replaced: int, details: dict[str, Any]) -> dict[str, Any]:
+    expired = max(0, manifest.get("rdb_keys", manifest["keys"]) - restored)
+    return {"changed": True, "policy": "whole_rdb", "restored": restored, "kept_existing": 0, "expired": expired,
+            "deleted": replaced, "missing_before": None, "namespaces": {},
+            "snapshot": {"id": manifest["snapshot_id"], "sha256": manifest["sha256"], "mode": manifest["mode"]},
+            "whole_rdb": details}
+
+
+def restore_whole(module: AnsibleModule, client: Any, manifest: dict[str, Any]) -> dict[str, Any]:
+    params = module.params
+    files, staged = stage_snapshot(module, client, manifest)
+    planned = {"loaded_from": files.aof_dir if files.aof_enabled else files.rdb_path, "aof": files.aof_enabled,
+               "previous": [], "loaded": None}
+    if module.check_mode:
+        os.unlink(staged)
+        return whole_result(manifest, manifest.get("rdb_keys", manifest["keys"]), client.dbsize(), planned)
+    replaced = int(client.dbsize())
+    pid = client.info("server").get("process_id")
+    deadline = time.monotonic() + params["start_timeout"]
+
+    def connect() -> Any:
+        return probe_client(params["redis"])
+
+    swap = FileSwap(files, staged, "cutover-before-%s-%s" % (manifest["snapshot_id"], run_id_now()))
+    try:
+        run_command(params["stop_command"], params["start_timeout"], "stop_command")
+        wait_for_down(connect, pid, deadline)
+    except SnapshotError as exc:
+        os.unlink(staged)
+        module.fail_json(msg="whole_rdb restore stopped before any file was touched: %s" % exc)
+    try:
+        planned["loaded_from"] = swap.apply()
+        run_command(params["start_command"], params["start_timeout"], "start_command")
+        loaded = loaded_keys(wait_for_loaded(connect, time.monotonic() + params["start_timeout"]))
+        problem = load_problem(manifest, loaded)
+        if problem:
+            raise SnapshotError(problem)
+    except (SnapshotError, OSError, RedisError) as exc:
+        module.fail_json(msg="whole_rdb restore failed: %s; %s" % (exc, put_back(module, swap)))
+    planned.update(previous=swap.previous, loaded=loaded)
+    return whole_result(manifest, sum(loaded.values()), replaced, planned)
+
+
+def put_back(module: AnsibleModule, swap: FileSwap) -> str:
+    """Undo a swap whose Redis did not come back right: stop it, move the previous files back, start it."""
+    params = module.params
+
+    def connect() -> Any:
+        return probe_client(params["redis"])
+
+    try:
+        try:
+            run_command(params["stop_command"], params["start_timeout"], "stop_command")
+        except SnapshotError:
+            pass  # it may not have started at all
+        wait_for_down(connect, None, time.monotonic() + params["start_timeout"])
+        swap.undo()
+        run_command(params["start_command"], params["start_timeout"], "start_command")
+        wait_for_loaded(connect, time.monotonic() + params["start_timeout"])
+    except (SnapshotError, OSError, RedisError) as exc:
+        return ("putting the previous data back ALSO failed (%s): Redis's previous files are at %s - a human must "
+                "look" % (exc, ", ".join(swap.previous) or "their usual place"))
+    return "the previous data was put back and Redis was started again on it"
+
+
+# ---------------------------------------------------------------------------------------------------
+
 def main() -> None:
     module = AnsibleModule(argument_spec=build_argument_spec(), supports_check_mode=True)
     params = module.params
-    if not 1 <= params["batch_size"] <= MAX_BATCH_SIZE:
-        module.fail_json(msg="batch_size must be between 1 and %d, got %d" % (MAX_BATCH_SIZE, params["batch_size"]))
+    problems = option_problems(params)
+    if problems:
+        module.fail_json(msg="; ".join(problems))
+    whole = params["policy"] == "whole_rdb"
     try:
-        manifest, reader = verify_snapshot(params["src"])
+        if whole:
+            manifest = load_manifest(params["src"])
+            patterns = list(manifest["namespaces"])
+        else:
+            manifest, checked = verify_snapshot(params["src"])
+            patterns = list(checked.namespaces)
     except SnapshotError as exc:
-        module.fail_json(msg="refusing to restore: %s; nothing was changed" % exc)
-    if manifest["mode"] != "logical":
-        module.fail_json(msg="refusing to restore: snapshot mode %r is not supported (only 'logical'); nothing "
-                             "was changed" % manifest["mode"])
-    patterns = reader.namespaces
+        refuse(module, exc)
+    if whole and manifest["mode"] not in RDB_MODES:
+        refuse(module, "policy whole_rdb restores the RDB of an rdb or replica snapshot; snapshot %s is mode %s - "
+                       "use missing_only, overwrite or replace_all" % (manifest["snapshot_id"], manifest["mode"]))
     selected, problem = selected_patterns(params["namespaces"], patterns)
     if problem:
         module.fail_json(msg=problem)
@@ -498,6 +568,8 @@ def main() -> None:
     except RedisError as exc:
         module.fail_json(msg="cannot read INFO server from Redis at %s (the Redis user needs INFO): %s"
                              % (describe_endpoint(params["redis"]), exc))
+    if whole:
+        module.exit_json(**restore_whole(module, client, manifest))
     if version[1] < (5, 0):
         module.fail_json(msg="Redis %s at %s lacks RESTORE ABSTTL; cutover_redis_restore needs Redis 5.0 or later"
                              % (version[0], describe_endpoint(params["redis"])))
