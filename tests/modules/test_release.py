@@ -587,8 +587,14 @@ def test_bytecode_caches_are_not_part_of_a_release(root: Path, tmp_path: Path):
     assert first["path"] == again["path"]
 
 
-def test_a_release_tarball_installs_like_its_folder_and_bad_archives_are_refused(root: Path, tmp_path: Path):
+def test_a_release_tarball_installs_like_its_folder_and_bad_archives_are_refused(root: Path, tmp_path: Path,
+                                                                                monkeypatch: pytest.MonkeyPatch):
     import tarfile
+    import tempfile
+    # A temp dir of this test's own: deploys running beside the tests unpack their tarballs in the system one.
+    unpack_dir = tmp_path / "tmp"
+    unpack_dir.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(unpack_dir))
     src = make_source(tmp_path / "src")
     (tmp_path / "link-target.txt").write_text("shared\n")
     (src / "shared.txt").symlink_to(tmp_path / "link-target.txt")
@@ -599,7 +605,7 @@ def test_a_release_tarball_installs_like_its_folder_and_bad_archives_are_refused
     assert from_tarball["changed"] is True and (root / "releases" / "r1" / "shared.txt").read_text() == "shared\n"
     # The same content given as a folder is the same release (same checksum): nothing to do.
     assert release(root, "r1", src)["changed"] is False
-    assert not any(name.startswith("cutover-release-src-") for name in os.listdir(tempfile_dir()))
+    assert os.listdir(unpack_dir) == [], "the unpacked tarball must be removed"
 
     evil = tmp_path / "evil.tar.gz"
     with tarfile.open(evil, "w:gz") as archive:
@@ -611,8 +617,4 @@ def test_a_release_tarball_installs_like_its_folder_and_bad_archives_are_refused
     (tmp_path / "junk.tar.gz").write_bytes(b"not a tarball")
     with pytest.raises(ModuleFailed, match="is not a readable release tarball"):
         release(root, "r3", tmp_path / "junk.tar.gz")
-
-
-def tempfile_dir() -> str:
-    import tempfile
-    return tempfile.gettempdir()
+    assert os.listdir(unpack_dir) == [], "a refused tarball must leave nothing unpacked"
