@@ -8,7 +8,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 ANSIBLE_ARGS ?=
 
 .PHONY: help venv system-deps up migrate rollback down test lint pytest molecule molecule-e2e molecule-roles \
-        pytest-then-roles clean bench-snapshot
+        pytest-then-e2e clean bench-snapshot
 
 help:
 	@echo "make migrate   set up, start the demo on its legacy release, migrate it (playbooks/migrate.yml)"
@@ -53,12 +53,12 @@ pytest: venv system-deps
 molecule: venv system-deps
 	$(BIN)/molecule test --all
 
-# make test runs two streams at once, one per core: the end-to-end scenario (its own env root, see
-# molecule/e2e/molecule.yml), and pytest followed by the per-role scenarios. Each stream's output is
-# printed whole when it ends; make stops with an error if either fails.
+# make test runs two streams at once, one per core, of about the same length: pytest followed by the
+# end-to-end scenario (its own env root, see molecule/e2e/molecule.yml), and the per-role scenarios. Each
+# stream's output is printed whole when it ends; make stops with an error if either fails.
 test: lint system-deps
-	@echo "running two streams: molecule-e2e | pytest + molecule-roles (output shown as each stream ends)"
-	$(MAKE) --no-print-directory -j2 --output-sync=target molecule-e2e pytest-then-roles
+	@echo "running two streams: pytest + molecule-e2e | molecule-roles (output shown as each stream ends)"
+	$(MAKE) --no-print-directory -j2 --output-sync=target pytest-then-e2e molecule-roles
 
 molecule-e2e: venv system-deps
 	$(BIN)/molecule test -s e2e
@@ -66,9 +66,9 @@ molecule-e2e: venv system-deps
 molecule-roles: venv system-deps
 	$(BIN)/molecule test --all --exclude e2e
 
-pytest-then-roles: venv system-deps
+pytest-then-e2e: venv system-deps
 	$(MAKE) --no-print-directory pytest
-	$(MAKE) --no-print-directory molecule-roles
+	$(MAKE) --no-print-directory molecule-e2e
 
 clean: down
 	rm -rf .run reports .cache/ansible-local
