@@ -484,8 +484,9 @@ def _quiet_json(path: str) -> Any:
 def orphaned_envs(env_root: str, candidates: set[str], refs: set[str]) -> list[str]:
     """Envs of ``candidates`` (the envs of releases being pruned) that live in ``env_root`` and nothing else links to.
 
-    Only envs this prune orphans are ever removed: an env_root shared with another app root (a test run, a second
-    checkout) keeps the envs that app root uses.
+    Only envs this prune orphans are ever removed. References are counted under this app root only: an env_root
+    shared with another app root can lose an env that app root still uses (known limit; give each app root its
+    own env_root).
     """
     root = os.path.realpath(env_root)
     return sorted(path for path in candidates
