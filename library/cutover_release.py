@@ -26,8 +26,10 @@ description:
     before this switch as C(previous), so a rollback never guesses it from modification times.
   - B(Prune) runs after an install or switch. It removes the oldest successful releases beyond O(keep) in
     recorded install order, and failed releases beyond O(keep_failed) (they do not count in O(keep)); never the
-    current nor the previous release. Then it removes envs in O(env_root) that no release of any component in
-    C(<root>/..) links to.
+    current nor the previous release. Then it removes the envs in O(env_root) of the pruned releases that no
+    release of any component in C(<root>/..) links to, nor any release dir recorded in the env's
+    C(.cutover-users/) (one symlink per release dir using it, written at install), so an O(env_root) shared by
+    several app roots keeps the envs each one still uses.
 version_added: "1.0.0"
 author: cutover maintainers
 extends_documentation_fragment: [action_common_attributes]

@@ -5,6 +5,7 @@
 #   <root>/releases/<release>/            immutable copy of the release source
 #   <root>/releases/<release>/.cutover/release.json
 #   <root>/releases/<release>/venv -> <env_root>/<env-hash>
+#   <env_root>/<env-hash>/.cutover-users/<hash> -> <release dir>   one link per release dir that uses the env
 #   <root>/current -> releases/<release>
 #   <root>/releases.json                  the registry: current, previous, per-release status, history
 # Runs on managed hosts: stdlib only.
@@ -40,6 +41,7 @@ META_DIR = ".cutover"
 META_FILE = "release.json"
 VENV_LINK = "venv"
 ENV_MARKER = ".cutover-env.json"
+ENV_USERS_DIR = ".cutover-users"
 COMPONENT_LOCK = ".cutover-release.lock"
 ENV_LOCK = ".cutover-env.lock"
 TMP_PREFIX = ".tmp-"
@@ -481,17 +483,71 @@ def _quiet_json(path: str) -> Any:
         return None
 
 
-def orphaned_envs(env_root: str, candidates: set[str], refs: set[str]) -> list[str]:
-    """Envs of ``candidates`` (the envs of releases being pruned) that live in ``env_root`` and nothing else links to.
+def _env_user_link(env: str, release_dir: str) -> str:
+    """The link in ``env`` that records the release dir at real path ``release_dir`` as a user."""
+    name = hashlib.sha256(os.fsencode(release_dir)).hexdigest()[:32]
+    return os.path.join(env, ENV_USERS_DIR, name)
 
-    Only envs this prune orphans are ever removed. References are counted under this app root only: an env_root
-    shared with another app root can lose an env that app root still uses (known limit; give each app root its
-    own env_root).
-    """
+
+def add_env_user(env: str, release_dir: str) -> None:
+    """Record ``release_dir`` as a user of the complete env ``env`` (idempotent); the caller holds the env lock."""
+    target = os.path.realpath(release_dir)
+    link = _env_user_link(env, target)
+    if os.path.islink(link) and os.readlink(link) == target:
+        return
+    if os.path.lexists(link):
+        remove_tree(link)
+    os.makedirs(os.path.dirname(link), exist_ok=True)
+    os.symlink(target, link)
+    fsync_dir(os.path.dirname(link))
+    fsync_dir(env)
+
+
+def _recorded_env_users(env: str) -> dict[str, str]:
+    """Link path -> real path of the release dir it names, for each user link in ``env``."""
+    users_dir = os.path.join(env, ENV_USERS_DIR)
+    try:
+        names = os.listdir(users_dir)
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    links = (os.path.join(users_dir, name) for name in names)
+    return {link: os.path.realpath(os.path.join(users_dir, os.readlink(link))) for link in links
+            if os.path.islink(link)}
+
+
+def _uses_env(release_dir: str, env: str) -> bool:
+    return os.path.isdir(release_dir) and os.path.realpath(env) in release_env_refs(release_dir)
+
+
+def env_users(env: str) -> set[str]:
+    """Release dirs recorded in ``env`` that still exist and still link to it (a stale record does not count)."""
+    return {target for target in _recorded_env_users(env).values() if _uses_env(target, env)}
+
+
+def drop_stale_env_users(env: str) -> None:
+    """Remove the user links of release dirs that are gone or link elsewhere; the caller holds the env lock."""
+    for link, target in _recorded_env_users(env).items():
+        if not _uses_env(target, env):
+            os.unlink(link)
+
+
+def envs_in_root(env_root: str, candidates: set[str]) -> list[str]:
+    """The envs among ``candidates`` (real paths) that live in ``env_root``."""
     root = os.path.realpath(env_root)
     return sorted(path for path in candidates
                   if os.path.dirname(path) == root and ENV_NAME_PATTERN.match(os.path.basename(path))
-                  and path not in refs and os.path.isdir(path))
+                  and os.path.isdir(path))
+
+
+def orphaned_envs(env_root: str, candidates: set[str], refs: set[str], pruned_dirs: set[str]) -> list[str]:
+    """Envs of ``candidates`` (the envs of releases being pruned) in ``env_root`` that nothing uses any more.
+
+    Only envs this prune orphans are ever removed. An env stays while ``refs`` (the envs linked under this app
+    root) names it or a release dir recorded in its users dir, other than the ``pruned_dirs``, still links to it:
+    the records cover the releases of other app roots that share env_root.
+    """
+    return [path for path in envs_in_root(env_root, candidates)
+            if path not in refs and not env_users(path) - pruned_dirs]
 
 
 def env_leftovers(env_root: str) -> list[str]:
@@ -793,7 +849,7 @@ def _plan_prune(req: ReleaseRequest, plan: Plan) -> None:
     refs = env_references(os.path.dirname(req.root), pruned_dirs)
     if plan.env_path:
         refs.add(os.path.realpath(plan.env_path))
-    plan.prune_envs = orphaned_envs(req.env_root, plan.prune_candidates, refs)
+    plan.prune_envs = orphaned_envs(req.env_root, plan.prune_candidates, refs, pruned_dirs)
 
 
 def _plan_mark_failed(req: ReleaseRequest, plan: Plan, now: str) -> None:
@@ -889,6 +945,8 @@ def _install(req: ReleaseRequest, plan: Plan) -> None:
         if plan.env:
             plan.env_reused = build_env(plan.env, tmp, req.timeout)
             os.symlink(plan.env.path, os.path.join(tmp, VENV_LINK))
+            # Recorded before the release appears: a crash never leaves a release using an env that does not name it.
+            add_env_user(plan.env.path, plan.view.release_dir(req.release))
         _restamp(req, plan, utc_now())
         os.mkdir(os.path.join(tmp, META_DIR), 0o755)
         write_json_atomic(os.path.join(tmp, META_DIR, META_FILE), _release_meta(req, plan))
@@ -925,12 +983,18 @@ def _env_lock(req: ReleaseRequest, plan: Plan) -> Iterator[bool]:
 
 
 def _prune_envs(req: ReleaseRequest, candidates: set[str]) -> list[str]:
-    """Delete the envs this prune orphaned, rechecked under the env lock (no other install is between build and link)."""
+    """Delete the envs this prune orphaned, rechecked under the env lock (no other install is between build and link).
+
+    The envs that stay drop the user links of release dirs that are gone (the pruned ones) or link elsewhere.
+    """
     for path in env_leftovers(req.env_root):
         remove_tree(path)
-    pruned = orphaned_envs(req.env_root, candidates, env_references(os.path.dirname(req.root), set()))
-    for path in pruned:
-        discard(path)
+    pruned = orphaned_envs(req.env_root, candidates, env_references(os.path.dirname(req.root), set()), set())
+    for path in envs_in_root(req.env_root, candidates):
+        if path in pruned:
+            discard(path)
+        else:
+            drop_stale_env_users(path)
     return pruned
 
 
@@ -948,6 +1012,7 @@ def execute_plan(req: ReleaseRequest, plan: Plan) -> None:
             _install(req, plan)
         elif plan.env:
             plan.env_reused = build_env(plan.env, plan.view.release_dir(req.release), req.timeout)
+            add_env_user(plan.env.path, plan.view.release_dir(req.release))
         if plan.link_switch:
             switch_link(req.root, req.release)
         # Record install and switch first; the pruned releases leave the registry once their dirs are gone.

@@ -16,7 +16,7 @@ import cutover_release
 import cutover_release_info
 import pytest
 from ansible.module_utils.cutover_release import (
-    ENV_MARKER, env_spec, probe_interpreter, switch_link, tree_checksum,
+    ENV_MARKER, ENV_USERS_DIR, env_spec, probe_interpreter, switch_link, tree_checksum,
 )
 from cutover_testlib import ModuleFailed, run_module
 
@@ -574,6 +574,55 @@ def test_prune_never_removes_an_env_it_did_not_orphan(tmp_path: Path):
     assert result["pruned"] == ["r1"]
     assert result["pruned_envs"] == []
     assert os.path.isdir(their_env) and os.path.exists(os.path.join(their_env, ENV_MARKER))
+
+
+NO_PACKAGES = b"# no packages\n"
+
+
+def env_users(env: str) -> dict[str, str]:
+    """The env's recorded users: link name -> release dir."""
+    users = Path(env, ENV_USERS_DIR)
+    return {link.name: os.readlink(link) for link in users.iterdir()} if users.is_dir() else {}
+
+
+def user_link_name(release_dir: Path) -> str:
+    return hashlib.sha256(os.fsencode(os.path.realpath(release_dir))).hexdigest()[:32]
+
+
+def shared_env_setup(tmp_path: Path) -> tuple[Path, Path, Path, str]:
+    """Two app roots on one env_root, each with a release of the same requirements: (env_root, a, b, env)."""
+    env_root = tmp_path / "venvs"
+    theirs, mine = tmp_path / "app-a" / "tts", tmp_path / "app-b" / "tts"
+    release(theirs, "legacy", make_source(tmp_path / "legacy", requirements=NO_PACKAGES), state="current",
+            env_root=str(env_root))
+    release(mine, "r1", make_source(tmp_path / "r1", requirements=NO_PACKAGES), state="current",
+            env_root=str(env_root))
+    env = os.path.realpath(theirs / "releases" / "legacy" / "venv")
+    assert os.path.realpath(mine / "releases" / "r1" / "venv") == env
+    return env_root, theirs, mine, env
+
+
+def test_a_prune_keeps_an_env_another_app_root_uses_and_check_mode_predicts_it(tmp_path: Path):
+    """env_root shared by two app roots: a prune in one removes only the envs no release of either uses."""
+    env_root, theirs, mine, env = shared_env_setup(tmp_path)
+    for name, requirements in (("r2", b"# no packages 2\n"), ("r3", b"# no packages 3\n"),
+                               ("r4", b"# no packages 3\n")):
+        release(mine, name, make_source(tmp_path / name, requirements=requirements), state="current",
+                env_root=str(env_root))
+    second_env = os.path.realpath(mine / "releases" / "r2" / "venv")
+    # r5 reuses r3's env; keep=1 prunes r1 (the shared env stays) and r2 (its env goes).
+    src = make_source(tmp_path / "r5", requirements=b"# no packages 3\n")
+    before = tree_listing(env_root)
+    predicted = release(mine, "r5", src, check_mode=True, state="current", env_root=str(env_root), keep=1)
+    assert tree_listing(env_root) == before
+    real = release(mine, "r5", src, state="current", env_root=str(env_root), keep=1)
+    assert (predicted["pruned"], predicted["pruned_envs"]) == (real["pruned"], real["pruned_envs"])
+    assert real["pruned"] == ["r1", "r2"] and real["pruned_envs"] == [second_env]
+    assert os.path.exists(os.path.join(env, ENV_MARKER)) and not os.path.exists(second_env)
+    their_release = theirs / "releases" / "legacy"
+    assert os.path.realpath(env_python(their_release, "import sys; print(sys.prefix)")) == env
+    # The pruned release's record is gone from the shared env; the other app root's stays.
+    assert env_users(env) == {user_link_name(their_release): os.path.realpath(their_release)}
 
 
 def test_bytecode_caches_are_not_part_of_a_release(root: Path, tmp_path: Path):
