@@ -492,21 +492,18 @@ def restore_whole(module: AnsibleModule, client: Any, manifest: dict[str, Any]) 
     replaced = int(client.dbsize())
     pid = client.info("server").get("process_id")
     deadline = time.monotonic() + params["start_timeout"]
-
-    def connect() -> Any:
-        return probe_client(params["redis"])
-
+    probe = probe_client(params["redis"])
     swap = FileSwap(files, staged, "cutover-before-%s-%s" % (manifest["snapshot_id"], run_id_now()))
     try:
         run_command(params["stop_command"], params["start_timeout"], "stop_command")
-        wait_for_down(connect, pid, deadline)
+        wait_for_down(probe, pid, deadline)
     except SnapshotError as exc:
         os.unlink(staged)
         module.fail_json(msg="whole_rdb restore stopped before any file was touched: %s" % exc)
     try:
         planned["loaded_from"] = swap.apply()
         run_command(params["start_command"], params["start_timeout"], "start_command")
-        loaded = loaded_keys(wait_for_loaded(connect, time.monotonic() + params["start_timeout"]))
+        loaded = loaded_keys(wait_for_loaded(probe, time.monotonic() + params["start_timeout"]))
         problem = load_problem(manifest, loaded)
         if problem:
             raise SnapshotError(problem)
@@ -519,19 +516,16 @@ def restore_whole(module: AnsibleModule, client: Any, manifest: dict[str, Any]) 
 def put_back(module: AnsibleModule, swap: FileSwap) -> str:
     """Undo a swap whose Redis did not come back right: stop it, move the previous files back, start it."""
     params = module.params
-
-    def connect() -> Any:
-        return probe_client(params["redis"])
-
+    probe = probe_client(params["redis"])
     try:
         try:
             run_command(params["stop_command"], params["start_timeout"], "stop_command")
         except SnapshotError:
             pass  # it may not have started at all
-        wait_for_down(connect, None, time.monotonic() + params["start_timeout"])
+        wait_for_down(probe, None, time.monotonic() + params["start_timeout"])
         swap.undo()
         run_command(params["start_command"], params["start_timeout"], "start_command")
-        wait_for_loaded(connect, time.monotonic() + params["start_timeout"])
+        wait_for_loaded(probe, time.monotonic() + params["start_timeout"])
     except (SnapshotError, OSError, RedisError) as exc:
         return ("putting the previous data back ALSO failed (%s): Redis's previous files are at %s - a human must "
                 "look" % (exc, ", ".join(swap.previous) or "their usual place"))

@@ -398,11 +398,16 @@ def _copy_bytes(source: BinaryIO, target: BinaryIO) -> None:
 
 
 def hash_file(path: str) -> str:
+    # One reused buffer: a fresh multi-MiB bytes object per read costs a page fault per 4 KiB.
     digest = hashlib.sha256()
+    buffer = bytearray(READ_CHUNK)
+    view = memoryview(buffer)
     with open(path, "rb", buffering=0) as handle:
-        for chunk in iter(lambda: handle.read(READ_CHUNK * 8), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        while True:
+            size = handle.readinto(buffer)
+            if not size:
+                return digest.hexdigest()
+            digest.update(view[:size])
 
 
 def copy_hashed(source_path: str, target_path: str, like: str) -> str:
@@ -432,7 +437,8 @@ def copy_hashed(source_path: str, target_path: str, like: str) -> str:
 
 
 def probe_client(options: dict[str, Any]) -> Any:
-    """A client for polling a Redis that may be down: short timeout, no redis-py retries with backoff."""
+    """A client for polling a Redis that may be down: short timeout, no redis-py retries with backoff. Its
+    connection is re-opened by the next command after an error, so one client serves a whole stop and start."""
     from redis.backoff import NoBackoff
     from redis.retry import Retry
     client = redis_client(dict(options, socket_timeout=2.0))
@@ -519,14 +525,13 @@ class FileSwap:
         return [aside for _original, aside in self.moved]
 
 
-def wait_for_loaded(connect: Callable[[], Any], deadline: float) -> Any:
-    """Poll until Redis answers and has finished loading its data; returns the client."""
+def wait_for_loaded(probe: Any, deadline: float) -> Any:
+    """Poll (one connection, re-opened after errors) until Redis answers and has loaded its data; returns ``probe``."""
     last_error = "no answer"
     while time.monotonic() < deadline:
         try:
-            client = connect()
-            if not persistence(client).get("loading"):
-                return client
+            if not persistence(probe).get("loading"):
+                return probe
             last_error = "still loading"
         except RedisError as exc:
             last_error = str(exc)
@@ -545,11 +550,11 @@ def process_alive(pid: int | None) -> bool:
         return False
 
 
-def wait_for_down(connect: Callable[[], Any], pid: int | None, deadline: float) -> None:
+def wait_for_down(probe: Any, pid: int | None, deadline: float) -> None:
     """Until Redis neither answers nor runs: a Redis still saving on shutdown would overwrite the swap."""
     while time.monotonic() < deadline:
         try:
-            connect().ping()
+            probe.ping()
         except RedisError:
             if not process_alive(pid):
                 return
