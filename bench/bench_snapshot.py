@@ -14,10 +14,11 @@ dataset on the source - 700,000 strings of 100 bytes (half with a TTL), 100,000 
   rdb_restore (policy whole_rdb), logical_restore (policy overwrite into an empty target)
                          the project's modules, each run as Ansible runs it (bench/run_module.py)
 
-The short pairs (bgsave / rdb_snapshot, restart_on_dump / rdb_restore) run --repeats times alternating and
-their medians go into the ratios. Each figure is printed as `name: seconds`; the last line is
+Each ratio's pair (bgsave / rdb_snapshot, restart_on_dump / rdb_restore, naive_dump / logical_snapshot,
+naive_restore / logical_restore) runs --repeats times, alternating, and the medians go into the ratios. Each figure is printed as `name: seconds`; the last line is
 RESULT rdb_vs_bgsave=R1 rdb_restore_vs_restart=R2 logical_dump_vs_naive=R3 logical_restore_vs_naive=R4 logical_peak_rss_mb=M
-Both servers are stopped and the temp dir removed at the end, also on failure or Ctrl-C.
+Both servers are stopped and the temp dir removed at the end, also on failure or Ctrl-C. `--keys N` builds a
+smaller dataset of the same shape, for a smoke run (tests/modules/test_bench_smoke.py).
 """
 from __future__ import annotations
 
@@ -117,8 +118,9 @@ def resp(*args: bytes) -> bytes:
     return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%b\r\n" % (len(arg), arg) for arg in args)
 
 
-def build_dataset(port: int, seed: int = 7) -> int:
-    """Write the dataset with raw RESP under CLIENT REPLY OFF (seconds, not minutes); returns DBSIZE."""
+def build_dataset(port: int, keys: int, seed: int = 7) -> int:
+    """Write ``keys`` keys (70% strings, 10% each hashes, lists, sets) with raw RESP under CLIENT REPLY OFF
+    (seconds, not minutes); returns DBSIZE."""
     rnd = random.Random(seed)
     now_ms = int(time.time() * 1000)
     with socket.create_connection(("127.0.0.1", port)) as sock:
@@ -129,7 +131,7 @@ def build_dataset(port: int, seed: int = 7) -> int:
             sock.sendall(b"".join(parts))
             parts.clear()
 
-        for i in range(700_000):
+        for i in range(keys * 7 // 10):
             value = rnd.randbytes(50).hex().encode()
             if i % 2:
                 parts.append(resp(b"SET", b"tts:audio:%d" % i, value, b"PXAT", b"%d" % (now_ms + rnd.randrange(3_600_000, 86_400_000))))
@@ -137,7 +139,7 @@ def build_dataset(port: int, seed: int = 7) -> int:
                 parts.append(resp(b"SET", b"ai:reply:%d" % i, value))
             if len(parts) >= 5000:
                 flush()
-        for i in range(100_000):
+        for i in range(keys // 10):
             hash_args = [b"HSET", b"safety:verdict:%d" % i]
             for field in range(10):
                 hash_args += [b"f%d" % field, b"v-%d-%s" % (field, rnd.randbytes(4).hex().encode())]
@@ -179,15 +181,15 @@ def median(values: list[float]) -> float:
     return ordered[len(ordered) // 2]
 
 
-def measure(work: Path, repeats: int) -> tuple[dict[str, float], float]:
-    """Every ratio's two sides run back to back (the short ones ``repeats`` times, alternating, median kept),
+def measure(work: Path, keys: int, repeats: int) -> tuple[dict[str, float], float]:
+    """Every ratio's two sides run back to back (``repeats`` times, alternating, median kept),
     so a load change on this shared machine hits both sides alike."""
     source, target = Server(work, "source"), Server(work, "target")
     figures: dict[str, float] = {}
     try:
         source.start()
         target.start()
-        built = timed(lambda: print("dataset: %d keys" % build_dataset(source.port), flush=True))
+        built = timed(lambda: print("dataset: %d keys" % build_dataset(source.port, keys), flush=True))
         print("dataset_build: %.2f" % built, flush=True)
         redis_source = {"host": "127.0.0.1", "port": source.port}
         redis_target = {"host": "127.0.0.1", "port": target.port}
@@ -221,22 +223,27 @@ def measure(work: Path, repeats: int) -> tuple[dict[str, float], float]:
         figure("replica_snapshot_default_delay", snapshot("replica", mode="replica")["seconds"])
         (work / "cli.rdb").unlink()
 
-        figure("naive_dump", run([PYTHON, str(ROOT / "bench" / "naive.py"), "dump", str(source.port),
-                                  str(work / "naive.dump")])["seconds"])
-        logical = snapshot("logical", mode="logical")
-        figure("logical_snapshot", logical["seconds"])
+        peaks: list[float] = []
+        for _ in range(repeats):
+            figure("naive_dump", run([PYTHON, str(ROOT / "bench" / "naive.py"), "dump", str(source.port),
+                                      str(work / "naive.dump")])["seconds"])
+            logical = snapshot("logical", mode="logical")
+            figure("logical_snapshot", logical["seconds"])
+            peaks.append(logical["peak_rss_mb"])
 
-        target.cli("flushall")
-        figure("naive_restore", run([PYTHON, str(ROOT / "bench" / "naive.py"), "restore", str(target.port),
-                                     str(work / "naive.dump")])["seconds"])
+        for _ in range(repeats):
+            target.cli("flushall")
+            figure("naive_restore", run([PYTHON, str(ROOT / "bench" / "naive.py"), "restore", str(target.port),
+                                         str(work / "naive.dump")])["seconds"])
+            target.cli("flushall")
+            logical_restore = module("cutover_redis_restore", {"redis": redis_target, "policy": "overwrite",
+                                                               "src": str(snapshots / "logical")})
+            figure("logical_restore", logical_restore["seconds"])
+            peaks.append(logical_restore["peak_rss_mb"])
+            restored = int(target.cli("dbsize"))
+            if restored != keys or logical_restore["result"]["restored"] != keys:
+                raise RuntimeError("logical restore holds %d keys, not %d" % (restored, keys))
         (work / "naive.dump").unlink()
-        target.cli("flushall")
-        logical_restore = module("cutover_redis_restore", {"redis": redis_target, "src": str(snapshots / "logical"),
-                                                           "policy": "overwrite"})
-        figure("logical_restore", logical_restore["seconds"])
-        restored = int(target.cli("dbsize"))
-        if restored != 1_000_000 or logical_restore["result"]["restored"] != 1_000_000:
-            raise RuntimeError("logical restore holds %d keys, not 1000000" % restored)
 
         def restart_on_dump() -> None:
             shutil.copyfile(snapshots / "rdb" / "dump.rdb", target.directory / "dump.rdb.new")
@@ -257,15 +264,14 @@ def measure(work: Path, repeats: int) -> tuple[dict[str, float], float]:
             figure("rdb_restore", whole["seconds"])
             for previous in whole["result"]["whole_rdb"]["previous"]:
                 os.unlink(previous)
-            if int(target.cli("dbsize")) != 1_000_000:
-                raise RuntimeError("whole_rdb restore left %s keys, not 1000000" % target.cli("dbsize"))
+            if int(target.cli("dbsize")) != keys:
+                raise RuntimeError("whole_rdb restore left %s keys, not %d" % (target.cli("dbsize"), keys))
 
-        print("logical_snapshot_peak_rss_mb: %.1f" % logical["peak_rss_mb"])
-        print("logical_restore_peak_rss_mb: %.1f" % logical_restore["peak_rss_mb"])
+        print("logical_peak_rss_mb (snapshots, then restores): %s" % " ".join("%.1f" % peak for peak in peaks))
         figures = {name: median(values) for name, values in runs.items()}
         if repeats > 1:
             print("medians: " + ", ".join("%s %.2f" % (name, figures[name]) for name in runs if len(runs[name]) > 1))
-        return figures, max(logical["peak_rss_mb"], logical_restore["peak_rss_mb"])
+        return figures, max(peaks)
     finally:
         source.stop()
         target.stop()
@@ -274,8 +280,14 @@ def measure(work: Path, repeats: int) -> tuple[dict[str, float], float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", help="where the scratch servers and snapshots go (default: a temp dir)")
-    parser.add_argument("--repeats", type=int, default=3, help="runs of the short pairs, median kept (default 3)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each pair, median kept (default 3)")
+    parser.add_argument("--keys", type=int, default=1_000_000,
+                        help="dataset size, a multiple of 10 (default 1000000, the benchmark; less for a smoke run)")
     args = parser.parse_args()
+    if args.keys < 10 or args.keys % 10:
+        parser.error("--keys must be a positive multiple of 10 (got %d)" % args.keys)
+    if args.repeats < 1:
+        parser.error("--repeats must be >= 1 (got %d)" % args.repeats)
     # A SIGTERM must still stop the scratch servers and remove the temp dir (the finally blocks below).
     signal.signal(signal.SIGTERM, lambda _signal, _frame: sys.exit(143))
     work = Path(tempfile.mkdtemp(prefix="cutover-bench-", dir=args.workdir))
@@ -284,7 +296,7 @@ def main() -> int:
                                                              text=True).stdout.split()[2],
                                               time.strftime("%Y-%m-%d %H:%M:%S %Z")), flush=True)
     try:
-        figures, peak = measure(work, args.repeats)
+        figures, peak = measure(work, args.keys, args.repeats)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     ratios = {
