@@ -115,13 +115,14 @@ class ScratchServer:
             return ""
 
     def _wait_loaded(self, deadline: float) -> None:
+        probe = self.client()  # one client: its connection is opened once the socket answers, then reused
         while True:
             if self._process.poll() is not None:
                 raise SnapshotError("the scratch redis-server exited with %s while loading: %s"
                                     % (self._process.returncode, self._log_tail()))
             if os.path.exists(self.socket):
                 try:
-                    if not self.client().info("persistence").get("loading"):
+                    if not probe.info("persistence").get("loading"):
                         return
                 except RedisError:
                     pass
