@@ -15,7 +15,8 @@ dataset on the source - 700,000 strings of 100 bytes (half with a TTL), 100,000 
                          the project's modules, each run as Ansible runs it (bench/run_module.py)
 
 Each ratio's pair (bgsave / rdb_snapshot, restart_on_dump / rdb_restore, naive_dump / logical_snapshot,
-naive_restore / logical_restore) runs --repeats times, alternating, and the medians go into the ratios. Each figure is printed as `name: seconds`; the last line is
+naive_restore / logical_restore) runs --repeats times, alternating, and the medians go into the ratios.
+Each figure is printed as `name: seconds`; the last line is
 RESULT rdb_vs_bgsave=R1 rdb_restore_vs_restart=R2 logical_dump_vs_naive=R3 logical_restore_vs_naive=R4 logical_peak_rss_mb=M
 Both servers are stopped and the temp dir removed at the end, also on failure or Ctrl-C. `--keys N` builds a
 smaller dataset of the same shape, for a smoke run (tests/modules/test_bench_smoke.py).
