@@ -4,7 +4,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: cutover_journal
-short_description: Append to, read, or list cutover run journals
+short_description: Append to, read, list cutover run journals, and say where a run stands
 description:
   - Keeps the run journal of a cutover run as append-only JSON lines in C(<path>/<run_id>.jsonl), one line per event
     (C({"seq", "ts", "run_id", "event", "host", "component", "data"})).
@@ -16,6 +16,12 @@ description:
     are replaced by C(********), and so are credentials inside URLs (C(redis://user:pw@host) becomes
     C(redis://********@host)). Masked values are also kept out of the module's own output and logs.
   - The journal directory is created with mode C(0700), journal files with mode C(0600).
+  - Every entry must fit the journal schema (C(module_utils/cutover_events.py), rendered in C(docs/ARCHITECTURE.md));
+    an unknown event, an unknown or missing field, or a field of the wrong type is refused, naming the event and the
+    field, and nothing is appended.
+  - O(state=status) computes, from the journal alone, where a run stands (C(module_utils/cutover_run.py)) - its stage,
+    plan, rollout waves, per host the components, releases, baselines and rollback progress, the trigger and the
+    outcome. Every play of cutover starts from it. O(state=finished) closes a run with the outcome its journal proves.
 version_added: "1.0.0"
 author: cutover maintainers
 options:
@@ -27,14 +33,23 @@ options:
     description:
       - The run whose journal to use, a UTC timestamp C(%Y%m%dT%H%M%SZ) with an optional lower-case suffix
         (C(20261125T222114Z) or C(20261125T222114Z-rollback)).
-      - Required unless O(state=list).
+      - Required unless O(state=list), or O(state=status) with O(select).
     type: str
   state:
     description:
       - V(append) adds one entry; V(read) returns the run's entries; V(list) summarises every run in O(path).
+      - V(status) returns where the run stands (RV(status)); V(finished) appends C(run.finished) with the outcome
+        the journal proves (unless the run already finished) and returns RV(status).
     type: str
-    choices: [append, read, list]
+    choices: [append, read, list, status, finished]
     default: append
+  select:
+    description:
+      - With O(state=status) and no O(run_id), which run to describe. V(newest_migrate) is the newest migrate run
+        (what C(rollback.yml) rolls back by default); V(newest_unfinished) the newest run without C(run.finished).
+      - The status of a run that does not exist fails, naming the runs that do.
+    type: str
+    choices: [newest_migrate, newest_unfinished]
   event:
     description:
       - Dotted lower-case event name, e.g. V(run.started), V(component.switched), V(rollback.step).
@@ -77,10 +92,15 @@ options:
         description: Event payload, masked like O(data).
         type: dict
         default: {}
+      ts:
+        description:
+          - When the event happened (UTC, C(2026-11-25T22:21:14.123Z)), as the module that saw it on its host
+            recorded it. Defaults to the time of the append.
+        type: str
 notes:
   - Check mode is supported. With O(state=append) it reports C(changed=true) and the entry it would write, and writes
     nothing.
-  - O(state=read) and O(state=list) never change anything.
+  - O(state=read), O(state=list) and O(state=status) never change anything.
   - Appends are serialised with C(flock), which needs a local file system (not NFS without lock support).
 """
 
@@ -125,6 +145,15 @@ EXAMPLES = r"""
     state: read
   register: cutover_journal_read
   delegate_to: "{{ cutover_journal_host }}"
+
+- name: Ask the journal where the run stands
+  cutover_journal:
+    path: "{{ cutover_state_dir }}/journal"
+    run_id: "{{ cutover_run_id }}"
+    state: status
+  register: cutover_status
+  delegate_to: "{{ cutover_journal_host }}"
+  run_once: true
 
 - name: List earlier runs (newest first), e.g. to pick the run to roll back
   cutover_journal:
@@ -187,6 +216,18 @@ runs:
   sample:
     - {run_id: 20261125T222114Z, playbook: migrate, target_release: migrated, started_at: "2026-11-25T22:21:14.123Z",
        finished: true, outcome: rolled_back, target_run_id: null}
+status:
+  description:
+    - Where the run stands, computed from its journal (for a rollback run, also from the journal of the run it rolls
+      back). Keys C(run_id), C(exists), C(playbook), C(target_release), C(target_run_id), C(started_at), C(stage)
+      (V(started), V(preflight), V(snapshot), V(baseline), V(rollout), V(watch), V(rollback), V(finished)),
+      C(plan) (component names), C(hosts) (component to hosts), C(waves) (C({index, component, batch, hosts, phase})
+      in rollout order, canary first), C(redis_host), C(journal_host), C(aborted), C(trigger), C(snapshot),
+      C(rollout_complete), C(watch), C(rollback) (C({hosts, failed, complete, next_step, components}) or null),
+      C(host_view) (per host C({components, releases, baselines, rollback})), C(finished), C(outcome) (null while
+      undecided) and C(message).
+  returned: state=status or state=finished
+  type: dict
 warnings:
   description: Torn or unreadable journal lines found while reading (as Ansible warnings).
   returned: when there are any
@@ -199,11 +240,12 @@ import traceback
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.cutover_events import EventError, event_problems
 from ansible.module_utils.cutover_report import build_report
 from ansible.module_utils.cutover_journal import (
-    EVENT_PATTERN, RUN_ID_PATTERN, append_entries, build_entries, journal_file, list_runs, next_seq, read_journal,
-    redact,
+    RUN_ID_PATTERN, append_entries, build_entries, journal_file, list_runs, next_seq, read_journal, redact,
 )
+from ansible.module_utils.cutover_run import closing_outcome, run_state
 
 
 def requested_events(params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -212,7 +254,7 @@ def requested_events(params: dict[str, Any]) -> list[dict[str, Any]]:
         return [{"event": params["event"], "host": params["host"], "component": params["component"],
                  "data": params["data"]}]
     return [{"event": item["event"], "host": item["host"] or params["host"],
-             "component": item["component"] or params["component"], "data": item["data"]}
+             "component": item["component"] or params["component"], "data": item["data"], "ts": item["ts"]}
             for item in params["entries"]]
 
 
@@ -233,15 +275,72 @@ def append(module: AnsibleModule, directory: str, run_id: str) -> dict[str, Any]
     return {"changed": bool(appended), "path": path, "appended": appended}
 
 
-def read(module: AnsibleModule, directory: str, run_id: str) -> dict[str, Any]:
-    path = journal_file(directory, run_id)
-    if not os.path.exists(path):
-        return {"changed": False, "path": path, "exists": False, "entries": [], "report": None}
+def read_entries(module: AnsibleModule, directory: str, run_id: str | None) -> list[dict[str, Any]]:
+    """The run's entries ([] when it has no journal), warning about torn lines."""
+    path = journal_file(directory, run_id) if run_id else None
+    if path is None or not os.path.exists(path):
+        return []
     entries, warnings = read_journal(path)
     for warning in warnings:
         module.warn("journal %s: %s" % (path, warning))
-    return {"changed": False, "path": path, "exists": True, "entries": entries,
-            "report": build_report(entries) if entries else None}
+    return entries
+
+
+def target_entries(module: AnsibleModule, directory: str, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For a rollback run, the journal of the run it rolls back."""
+    started = next((entry for entry in entries if entry["event"] == "run.started"), None)
+    target = ((started or {}).get("data") or {}).get("target_run_id")
+    return read_entries(module, directory, target) if target else []
+
+
+def read(module: AnsibleModule, directory: str, run_id: str) -> dict[str, Any]:
+    path = journal_file(directory, run_id)
+    entries = read_entries(module, directory, run_id)
+    report = build_report(entries, target_entries=target_entries(module, directory, entries)) if entries else None
+    return {"changed": False, "path": path, "exists": os.path.exists(path), "entries": entries, "report": report}
+
+
+def selected_run(module: AnsibleModule, directory: str) -> str:
+    """The run O(run_id) names, or the newest one O(select) asks for; fails naming the runs there are."""
+    run_id, select = module.params["run_id"], module.params["select"]
+    runs, _warnings = list_runs(directory)
+    if run_id:
+        return run_id
+    wanted = [run for run in runs
+              if (select == "newest_migrate" and run["playbook"] == "migrate")
+              or (select == "newest_unfinished" and not run["finished"])]
+    if not wanted:
+        module.fail_json(msg="no %s run in the journal %s; runs there, newest first: %s" % (
+            "migrate" if select == "newest_migrate" else "unfinished", directory,
+            ", ".join("%s (%s, %s)" % (run["run_id"], run["playbook"], run["outcome"] or "unfinished")
+                      for run in runs) or "none"))
+    return wanted[0]["run_id"]
+
+
+def status(module: AnsibleModule, directory: str) -> dict[str, Any]:
+    run_id = selected_run(module, directory)
+    entries = read_entries(module, directory, run_id)
+    if not entries and (module.params["select"] or not module.check_mode):
+        module.fail_json(msg="run %s has no journal in %s (a run id from an earlier run's refusal, or a typo?); "
+                             "runs there: %s" % (run_id, directory,
+                                                 ", ".join(run["run_id"] for run in list_runs(directory)[0]) or "none"))
+    state = run_state(entries, target_entries(module, directory, entries))
+    state["run_id"] = run_id
+    return {"changed": False, "path": journal_file(directory, run_id), "status": state}
+
+
+def finish(module: AnsibleModule, directory: str) -> dict[str, Any]:
+    """Append run.finished with the outcome the journal proves (once) and return the closed run's status."""
+    result = status(module, directory)
+    state = result["status"]
+    if state["finished"]:
+        return result
+    outcome, message = closing_outcome(state)
+    event = {"event": "run.finished", "data": {"outcome": outcome, "message": message}}
+    if not module.check_mode:
+        append_entries(directory, state["run_id"], [event])
+    state.update(finished=True, outcome=outcome, message=message, stage="finished")
+    return dict(result, changed=True)
 
 
 def list_all(module: AnsibleModule, directory: str) -> dict[str, Any]:
@@ -251,23 +350,18 @@ def list_all(module: AnsibleModule, directory: str) -> dict[str, Any]:
     return {"changed": False, "path": directory, "runs": runs}
 
 
-def event_names(params: dict[str, Any]) -> list[tuple[str, str]]:
-    """(option name, event) pairs to validate, e.g. ('entries[2].event', 'probe.result')."""
-    if params["entries"] is None:
-        return [("event", params["event"])]
-    return [("entries[%d].event" % index, item["event"]) for index, item in enumerate(params["entries"])]
-
-
 def validate(module: AnsibleModule) -> None:
     params = module.params
     if params["run_id"] is not None and not RUN_ID_PATTERN.match(params["run_id"]):
         module.fail_json(msg="run_id %r is not a run id: expected a UTC timestamp like 20261125T222114Z, optionally "
                              "followed by -<lower-case letters/digits>" % params["run_id"])
+    if params["state"] in ("status", "finished") and not (params["run_id"] or params["select"]):
+        module.fail_json(msg="state=%s needs run_id or select" % params["state"])
     if params["state"] == "append":
-        for name, event in event_names(params):
-            if not EVENT_PATTERN.match(event):
-                module.fail_json(msg="%s %r is not a dotted lower-case event name like 'run.started' or "
-                                     "'rollback.step'" % (name, event))
+        problems = [problem for event in requested_events(params)
+                    for problem in event_problems(event["event"], event["data"])]
+        if problems:
+            module.fail_json(msg="refused, nothing appended: " + "; ".join(problems))
     if os.path.exists(params["path"]) and not os.path.isdir(params["path"]):
         module.fail_json(msg="path %s exists and is not a directory: it must be the journal directory" % params["path"])
 
@@ -277,7 +371,8 @@ def main() -> None:
         argument_spec={
             "path": {"type": "path", "required": True},
             "run_id": {"type": "str"},
-            "state": {"type": "str", "choices": ["append", "read", "list"], "default": "append"},
+            "state": {"type": "str", "choices": ["append", "read", "list", "status", "finished"], "default": "append"},
+            "select": {"type": "str", "choices": ["newest_migrate", "newest_unfinished"]},
             "event": {"type": "str"},
             "component": {"type": "str"},
             "host": {"type": "str"},
@@ -287,11 +382,12 @@ def main() -> None:
                 "component": {"type": "str"},
                 "host": {"type": "str"},
                 "data": {"type": "dict", "default": {}},
+                "ts": {"type": "str"},
             }},
         },
         required_if=[("state", "append", ["run_id"]), ("state", "append", ["event", "entries"], True),
                      ("state", "read", ["run_id"])],
-        mutually_exclusive=[("event", "entries")],
+        mutually_exclusive=[("event", "entries"), ("run_id", "select")],
         supports_check_mode=True,
     )
     validate(module)
@@ -302,8 +398,14 @@ def main() -> None:
             result = append(module, directory, module.params["run_id"])
         elif state == "read":
             result = read(module, directory, module.params["run_id"])
+        elif state == "status":
+            result = status(module, directory)
+        elif state == "finished":
+            result = finish(module, directory)
         else:
             result = list_all(module, directory)
+    except EventError as exc:
+        module.fail_json(msg="refused, nothing appended: %s" % exc)
     except OSError as exc:
         module.fail_json(msg="journal %s: %s" % (directory, exc), exception=traceback.format_exc())
     module.exit_json(**result)

@@ -52,9 +52,10 @@ version_added: "0.1.0"
 author: cutover contributors
 options:
   component:
-    description: Name of the component the probes belong to; used in results and messages.
+    description:
+      - Name of the component the probes belong to; used in results and messages.
+      - Give O(component) with O(probes) (one component), or O(components) (several, probed at once).
     type: str
-    required: true
   host_label:
     description: Host name written into each result. Defaults to the managed host's node name.
     type: str
@@ -67,10 +68,18 @@ options:
     choices: [baseline, canary, verify, watch, rollback]
   probes:
     description:
-      - The probe specs of the component (see the description for every field). At least one.
+      - The probe specs of O(component) (see the description for every field). At least one.
     type: list
     elements: dict
-    required: true
+  components:
+    description:
+      - Several components of this host, probed at the same time. Within a component the probes run at the same
+        time too, except those measuring a resource other traffic moves (C(client_count), C(client_growth),
+        C(latency_p50_ms), C(latency_p95_ms), C(used_memory_mb)); those run one by one after the others.
+      - Each item is C({name, probes, base_url, baseline, placeholders}) with the meaning of the single-component
+        options (C(baseline) and C(placeholders) default to empty, C(base_url) to none).
+    type: list
+    elements: dict
   baseline:
     description:
       - Probe name to the value recorded in the baseline phase (RV(values) of that run).
@@ -244,9 +253,25 @@ failures:
   sample: ["tts/latency_p95: value 45.1, baseline 12.4, threshold <= 3.0 x baseline 12.4 (37.2)"]
 values:
   description: Probe name to measured value; pass it as O(baseline) of a later run.
-  returned: always
+  returned: with O(component)
   type: dict
   sample: {latency_p95: 12.4, hit_ratio: 0.9}
+values_by_component:
+  description: Component to its RV(values).
+  returned: always
+  type: dict
+  sample: {tts: {latency_p95: 12.4, hit_ratio: 0.9}}
+journal:
+  description: One C(probe.result) journal entry per result, stamped with the time of its verdict (pass them to
+    cutover_journal O(entries)).
+  returned: always
+  type: list
+  elements: dict
+trigger:
+  description: The first critical probe that failed or errored, as a rollback trigger
+    (C({component, host, probe, phase, value, baseline, threshold, detail})); null when none did.
+  returned: always
+  type: dict
 msg:
   description: A one-line summary naming the failed critical probes.
   returned: always
@@ -255,61 +280,66 @@ msg:
 """
 
 import platform
-import time
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.cutover_judge import (PHASES, fill_placeholders, judge, resolve_relative_urls, summarize, url_passwords,
-                                                validate_baseline, validate_headers, validate_probe_specs)
-from ansible.module_utils.cutover_probes import Measurement, run_probe
+from ansible.module_utils.cutover_judge import PHASES, summarize, url_passwords, validate_baseline, validate_headers
+from ansible.module_utils.cutover_probe_suite import (
+    journal_entries, prepare_specs, run_suites, trigger_of, values_by_component,
+)
 from ansible.module_utils.cutover_redis import redis_connection_argument_spec, require_redis
 
-
-def probe_result(module_params: dict[str, Any], host: str, spec: dict[str, Any]) -> dict[str, Any]:
-    """Run one probe and judge it; any unexpected exception becomes the verdict error."""
-    started = time.monotonic()
-    try:
-        measurement = run_probe(spec, module_params["redis"], module_params["headers"])
-    except Exception as exc:  # a probe must never crash the module: its failure is a verdict
-        measurement = Measurement(None, "probe crashed: %s: %s" % (type(exc).__name__, exc))
-    baseline_value = module_params["baseline"].get(spec["name"])
-    judgement = judge(spec["expect"], module_params["phase"], measurement.value, baseline_value, measurement.error)
-    return {
-        "component": module_params["component"],
-        "host": host,
-        "probe": spec["name"],
-        "phase": module_params["phase"],
-        "type": spec["type"],
-        "metric": spec["metric"],
-        "verdict": judgement["verdict"],
-        "value": measurement.value,
-        "baseline": baseline_value,
-        "threshold": judgement["threshold"],
-        "critical": spec["critical"],
-        "detail": "; ".join(part for part in (judgement["detail"], measurement.detail) if part),
-        "duration_ms": round((time.monotonic() - started) * 1000.0, 1),
-    }
+COMPONENT_FIELDS = ("name", "probes", "base_url", "baseline", "placeholders")
 
 
-def run_probes(module: AnsibleModule, specs: list[dict[str, Any]]) -> dict[str, Any]:
-    params = module.params
-    host = params["host_label"] or platform.node()
-    results = [probe_result(params, host, spec) for spec in specs]
-    summary = summarize(params["component"], params["phase"], results)
-    return {
-        "changed": False,
-        "results": results,
-        "values": {result["probe"]: result["value"] for result in results},
-        **summary,
-    }
+def requested_components(params: dict[str, Any]) -> list[dict[str, Any]]:
+    """O(components), or the one component of O(component)/O(probes), with defaults filled in."""
+    if params["components"] is None:
+        return [{"name": params["component"], "probes": params["probes"], "base_url": params["base_url"],
+                 "baseline": params["baseline"], "placeholders": params["placeholders"]}]
+    return [{"name": item.get("name"), "probes": item.get("probes"), "base_url": item.get("base_url"),
+             "baseline": item.get("baseline") or {}, "placeholders": {**params["placeholders"],
+                                                                        **(item.get("placeholders") or {})}}
+            for item in params["components"]]
+
+
+def component_problems(params: dict[str, Any]) -> list[str]:
+    problems = []
+    for index, item in enumerate(params["components"] or []):
+        unknown = sorted(set(item) - set(COMPONENT_FIELDS))
+        if unknown:
+            problems.append("components[%d] has unknown field(s) %s; allowed: %s"
+                            % (index, ", ".join(unknown), ", ".join(COMPONENT_FIELDS)))
+    return problems
+
+
+def prepare_suites(params: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
+    suites, errors = [], component_problems(params)
+    for component in requested_components(params):
+        specs, spec_errors = prepare_specs(component["name"], component["probes"], component["base_url"],
+                                           component["placeholders"], params["only_critical"])
+        errors += spec_errors + validate_baseline(component["baseline"])
+        suites.append({"component": component["name"], "specs": specs, "baseline": component["baseline"]})
+    return suites, errors + validate_headers(params["headers"])
+
+
+def probe_summary(params: dict[str, Any], suites: list[dict[str, Any]], results: list[dict[str, Any]]) -> dict[str, Any]:
+    label = params["component"] or ", ".join(suite["component"] for suite in suites)
+    result = {"changed": False, "results": results, "values_by_component": values_by_component(results),
+              "journal": journal_entries(results), "trigger": trigger_of(results),
+              **summarize(label, params["phase"], results)}
+    if params["components"] is None:
+        result["values"] = result["values_by_component"].get(params["component"], {})
+    return result
 
 
 def main() -> None:
     argument_spec: dict[str, Any] = dict(
-        component=dict(type="str", required=True),
+        component=dict(type="str"),
+        components=dict(type="list", elements="dict"),
         host_label=dict(type="str"),
         phase=dict(type="str", required=True, choices=list(PHASES)),
-        probes=dict(type="list", elements="dict", required=True),
+        probes=dict(type="list", elements="dict"),
         baseline=dict(type="dict", default={}),
         only_critical=dict(type="bool", default=False),
         validate_only=dict(type="bool", default=False),
@@ -318,26 +348,32 @@ def main() -> None:
         placeholders=dict(type="dict", default={}),
     )
     argument_spec.update(redis_connection_argument_spec())
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
+                           required_one_of=[("component", "components")],
+                           mutually_exclusive=[("component", "components"), ("probes", "components")],
+                           required_by={"component": "probes"})
     params = module.params
     # user:password in a probe URL is masked everywhere in the result, invocation included
-    module.no_log_values.update(url_passwords(params["probes"]))
+    for component in requested_components(params):
+        module.no_log_values.update(url_passwords(component["probes"]))
 
-    probes = fill_placeholders(params["probes"], params["placeholders"])
-    specs, errors = validate_probe_specs(params["component"], resolve_relative_urls(probes, params["base_url"]))
-    errors += validate_baseline(params["baseline"]) + validate_headers(params["headers"])
+    suites, errors = prepare_suites(params)
     if errors:
         module.fail_json(msg="invalid probe options: " + "; ".join(errors), errors=errors)
+    specs = [spec for suite in suites for spec in suite["specs"]]
     if any(spec["type"] == "redis" for spec in specs):
         require_redis(module)
     if params["validate_only"]:
-        module.exit_json(changed=False, results=[], passed=True, failures=[], values={},
-                         msg="%s: %d probe spec(s) valid, none run" % (params["component"], len(specs)))
-    if params["only_critical"]:
-        specs = [spec for spec in specs if spec["critical"]]
-        if not specs:
-            module.warn("component %s has no critical probes: nothing was tested" % params["component"])
-    module.exit_json(**run_probes(module, specs))
+        module.exit_json(changed=False, results=[], passed=True, failures=[], values={}, values_by_component={},
+                         journal=[], trigger=None,
+                         msg="%s: %d probe spec(s) valid, none run"
+                             % (", ".join(suite["component"] for suite in suites), len(specs)))
+    for suite in suites:
+        if params["only_critical"] and not suite["specs"]:
+            module.warn("component %s has no critical probes: nothing was tested" % suite["component"])
+    results = run_suites([suite for suite in suites if suite["specs"]], params["phase"], params["redis"],
+                         params["headers"], params["host_label"] or platform.node())
+    module.exit_json(**probe_summary(params, suites, results))
 
 
 if __name__ == "__main__":

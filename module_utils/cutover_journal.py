@@ -8,8 +8,10 @@ import json
 import os
 import re
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Iterator
+
+from ansible.module_utils.cutover_events import check_event, parse_timestamp, utc_timestamp  # noqa: F401 - re-exported
 
 RUN_ID_PATTERN = re.compile(r"^[0-9]{8}T[0-9]{6}Z(-[a-z0-9]+)?$")
 EVENT_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
@@ -23,17 +25,6 @@ JOURNAL_SUFFIX = ".jsonl"
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 TAIL_BLOCK = 64 * 1024
-
-
-def utc_timestamp(moment: datetime | None = None) -> str:
-    """UTC ISO 8601 with milliseconds and Z, e.g. 2026-11-25T22:21:14.123Z."""
-    moment = (moment or datetime.now(timezone.utc)).astimezone(timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (moment.microsecond // 1000)
-
-
-def parse_timestamp(text: str) -> datetime:
-    """Inverse of utc_timestamp (also accepts seconds without fraction)."""
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def redact(value: Any, secrets: set[str] | None = None) -> Any:
@@ -228,16 +219,29 @@ def next_seq(path: str) -> int:
 
 def build_entries(first_seq: int, run_id: str, events: list[dict[str, Any]],
                   moment: datetime | None = None) -> list[dict[str, Any]]:
-    """Journal entries for events ({event, host, component, data}), numbered from first_seq."""
-    ts = utc_timestamp(moment)
-    return [{"seq": first_seq + offset, "ts": ts, "run_id": run_id, "event": event["event"],
-             "host": event.get("host"), "component": event.get("component"), "data": event.get("data") or {}}
-            for offset, event in enumerate(events)]
+    """Journal entries for events ({event, host, component, data, ts}), numbered from first_seq.
+
+    ``ts`` is when the event happened (set by the module that saw it on its host); it defaults to now.
+    Raises EventError (naming the event and the field) for an entry the schema does not allow.
+    """
+    now = utc_timestamp(moment)
+    entries = []
+    for offset, event in enumerate(events):
+        data = event.get("data") or {}
+        check_event(event["event"], data, event.get("ts"))
+        entries.append({"seq": first_seq + offset, "ts": event.get("ts") or now, "run_id": run_id,
+                        "event": event["event"], "host": event.get("host"), "component": event.get("component"),
+                        "data": data})
+    return entries
 
 
 def append_entries(directory: str, run_id: str, events: list[dict[str, Any]],
                    moment: datetime | None = None) -> list[dict[str, Any]]:
-    """Append events as redacted entries with contiguous seqs: one flock, one write, one fsync."""
+    """Append events as redacted entries with contiguous seqs: one flock, one write, one fsync.
+
+    Every entry is checked against the schema before anything is written: one bad entry appends none.
+    """
+    build_entries(1, run_id, events, moment)
     ensure_dir(directory)
     path = journal_file(directory, run_id)
     fd, created = _open_for_append(path)

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-ROLLBACK_STEPS = (1, 2, 3, 4, 5, 6)
+from ansible.module_utils.cutover_events import ROLLBACK_STEP_NAMES
+from ansible.module_utils.cutover_run import closing_outcome, run_state
+
+ROLLBACK_STEPS = tuple(ROLLBACK_STEP_NAMES)
 COMPONENT_EVENTS = ("component.deploying", "component.switched", "component.state")
 PROBE_FIELDS = ("probe", "phase", "verdict", "value", "baseline", "threshold")
 STEP_FIELDS = ("name", "status", "started_at", "ended_at", "detail")
 ABORT_FIELDS = ("stage", "message")
 SNAPSHOT_FIELDS = ("id", "keys", "sha256", "verified")
 DATA_FIELDS = ("keys_before", "keys_after", "lost")
-OUTCOMES = ("migrated", "rolled_back", "failed")
 PASSING_VERDICTS = ("pass", "recorded")
 
 Entry = dict[str, Any]
@@ -34,20 +36,23 @@ def _pick(source: dict[str, Any], fields: Iterable[str]) -> dict[str, Any]:
     return {field: source.get(field) for field in fields}
 
 
-def build_report(entries: list[Entry], run_id: str | None = None) -> dict[str, Any]:
+def build_report(entries: list[Entry], run_id: str | None = None,
+                 target_entries: list[Entry] | None = None) -> dict[str, Any]:
     """Build the report of one run from its journal entries (any order; sorted by seq here).
 
-    ``run_id`` is used only when no entry names its run.
+    ``run_id`` is used only when no entry names its run; ``target_entries`` is the journal of the run a rollback
+    run rolls back (the outcome of a rollback run is judged against it).
     """
     ordered = sorted(entries, key=lambda entry: entry["seq"])
     started = _first(ordered, "run.started")
     finished = _last(ordered, "run.finished")
     components = component_rows(ordered)
     rollback = rollback_section(ordered)
+    state = run_state(ordered, target_entries)
     return {
         "run_id": next((entry["run_id"] for entry in ordered if entry.get("run_id")), run_id),
         "playbook": _data(started).get("playbook"),
-        "outcome": run_outcome(finished, rollback, components, _data(started).get("components") or []),
+        "outcome": state["outcome"] or closing_outcome(state)[0],
         "started_at": started["ts"] if started else (ordered[0].get("ts") if ordered else None),
         "finished_at": finished["ts"] if finished else None,
         "target_release": _data(started).get("target_release"),
@@ -130,7 +135,11 @@ def rollback_section(entries: list[Entry]) -> dict[str, Any] | None:
     if triggered is None and not attempts:
         return None
     steps = [merge_step(step, [_data(entry) for entry in attempts[step].values()]) for step in sorted(attempts)]
-    return {"trigger": _data(triggered).get("trigger") if triggered else None, "steps": steps}
+    by_host: dict[Any, list[dict[str, Any]]] = {}
+    for step in sorted(attempts):
+        for host, entry in attempts[step].items():
+            by_host.setdefault(host, []).append({"step": step, **_pick(_data(entry), STEP_FIELDS)})
+    return {"trigger": _data(triggered).get("trigger") if triggered else None, "steps": steps, "hosts": by_host}
 
 
 def merge_step(step: int, attempts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -153,21 +162,6 @@ def _step_number(value: Any) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         return None
-
-
-def run_outcome(finished: Entry | None, rollback: dict[str, Any] | None, components: list[dict[str, Any]],
-                planned: list[str]) -> str:
-    """The recorded outcome, or for a run that never finished, the outcome its journal proves."""
-    recorded = _data(finished).get("outcome")
-    if recorded in OUTCOMES:
-        return recorded
-    if rollback is not None:
-        ok_steps = tuple(step["step"] for step in rollback["steps"] if step["status"] == "ok")
-        return "rolled_back" if ok_steps == ROLLBACK_STEPS else "failed"
-    migrated = {row["name"] for row in components if row["state"] == "migrated"}
-    if components and all(row["state"] == "migrated" for row in components) and set(planned) <= migrated:
-        return "migrated"
-    return "failed"
 
 
 # ---- markdown -------------------------------------------------------------------------------------------

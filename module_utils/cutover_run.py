@@ -1,0 +1,249 @@
+# -*- coding: utf-8 -*-
+# Where a run stands, computed once from its journal: the plan and its waves, per host the components, releases,
+# baselines and rollback progress, the trigger, the outcome. Every play asks for it (cutover_journal state=status)
+# instead of carrying facts between plays; the report is built on it. Pure functions, stdlib only.
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from ansible.module_utils.cutover_events import OUTCOMES, ROLLBACK_STEP_NAMES
+
+Entry = dict[str, Any]
+
+APP_STEPS = (1, 2, 3, 5, 6)
+REDIS_STEPS = (1, 4)
+STAGES = ("started", "preflight", "snapshot", "baseline", "rollout", "watch", "rollback", "finished")
+STAGE_EVENTS = {"preflight.checked": "preflight", "snapshot.created": "snapshot", "component.deploying": "rollout",
+                "watch.started": "watch", "rollback.triggered": "rollback", "run.finished": "finished"}
+
+
+def _data(entry: Entry | None) -> dict[str, Any]:
+    return (entry or {}).get("data") or {}
+
+
+def first(entries: Iterable[Entry], event: str) -> Entry | None:
+    return next((entry for entry in entries if entry["event"] == event), None)
+
+
+def last(entries: list[Entry], event: str) -> Entry | None:
+    return first(reversed(entries), event)
+
+
+def describe_trigger(trigger: dict[str, Any] | None) -> str:
+    """One line saying why a rollback happens: the failing probe and its value, or the stated reason."""
+    trigger = trigger or {}
+    if trigger.get("probe"):
+        return "probe %s/%s on %s: value %s, baseline %s, threshold %s" % (
+            trigger.get("component"), trigger["probe"], trigger.get("host", "?"), trigger.get("value"),
+            trigger.get("baseline"), trigger.get("threshold"))
+    return str(trigger.get("reason") or "no reason given")
+
+
+def waves(plan: list[str], batches: dict[str, list[list[str]]]) -> list[dict[str, Any]]:
+    """The rollout in order: per component of the plan, its batches; the first of several is the canary."""
+    result = []
+    for component in plan:
+        component_batches = batches.get(component) or []
+        for index, hosts in enumerate(component_batches):
+            phase = "canary" if index == 0 and len(component_batches) > 1 else "verify"
+            result.append({"index": len(result), "component": component, "batch": index, "hosts": hosts,
+                           "phase": phase})
+    return result
+
+
+def stage_of(entries: list[Entry]) -> str:
+    reached = [STAGE_EVENTS[entry["event"]] for entry in entries if entry["event"] in STAGE_EVENTS]
+    if any(entry["event"] == "probe.result" and _data(entry).get("phase") == "baseline" for entry in entries):
+        reached.append("baseline")
+    return max(reached, key=STAGES.index, default="started")
+
+
+def component_records(entries: list[Entry], target_release: str | None) -> dict[str, dict[str, dict[str, Any]]]:
+    """host -> component -> {from_release, to_release, current, state, deploying, switched} of a migrate run."""
+    records: dict[str, dict[str, dict[str, Any]]] = {}
+
+    def record(host: str, component: str) -> dict[str, Any]:
+        return records.setdefault(host, {}).setdefault(component, {
+            "from_release": None, "to_release": target_release, "current": None, "state": None,
+            "deploying": False, "switched": False})
+
+    for entry in entries:
+        event, host, data = entry["event"], entry.get("host"), _data(entry)
+        if event == "preflight.checked":
+            for component, release in (data.get("releases") or {}).items():
+                record(host, component).update(from_release=release, current=release)
+            continue
+        component = entry.get("component")
+        if not host or not component:
+            continue
+        if event == "component.deploying":
+            row = record(host, component)
+            row.update(deploying=True, state=None, from_release=row["from_release"] or data.get("from_release"))
+        elif event == "component.switched":
+            row = record(host, component)
+            row["current"] = data.get("to_release")
+            if data.get("to_release") == target_release:
+                row["switched"] = True
+        elif event == "component.state":
+            record(host, component)["state"] = data.get("state")
+    return records
+
+
+def rollback_targets(records: dict[str, dict[str, dict[str, Any]]], plan: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """host -> components to roll back: switched to the target, or cut off mid-deploy (the link may have moved)."""
+    targets: dict[str, list[dict[str, Any]]] = {}
+    for host, components in records.items():
+        for name in plan:
+            row = components.get(name)
+            if row is None or not row["from_release"] or row["from_release"] == row["to_release"]:
+                continue
+            if row["switched"] or (row["deploying"] and row["state"] is None):
+                targets.setdefault(host, []).append(
+                    {"name": name, "from_release": row["from_release"], "to_release": row["to_release"]})
+    return targets
+
+
+def baselines(entries: list[Entry]) -> dict[str, dict[str, dict[str, Any]]]:
+    """host -> component -> probe -> baseline value (the last recorded wins)."""
+    values: dict[str, dict[str, dict[str, Any]]] = {}
+    for entry in entries:
+        data = _data(entry)
+        if entry["event"] == "probe.result" and data.get("phase") == "baseline":
+            values.setdefault(entry.get("host"), {}).setdefault(entry.get("component"), {})[data["probe"]] = data["value"]
+    return values
+
+
+def step_attempts(entries: list[Entry]) -> dict[str, dict[int, dict[str, Any]]]:
+    """host -> step -> data of that host's last attempt of the step."""
+    attempts: dict[str, dict[int, dict[str, Any]]] = {}
+    for entry in entries:
+        if entry["event"] == "rollback.step":
+            data = _data(entry)
+            attempts.setdefault(entry.get("host"), {})[int(data["step"])] = data
+    return attempts
+
+
+def rollback_progress(targets: dict[str, list[dict[str, Any]]], redis_host: str | None,
+                      attempts: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any]:
+    """Which host does which step, what is done, what failed, and the next step to run."""
+    hosts: dict[str, dict[str, Any]] = {}
+    participants = dict.fromkeys(list(targets) + ([redis_host] if redis_host else []))
+    for host in participants:
+        steps = sorted(set(APP_STEPS if targets.get(host) else ()) | set(REDIS_STEPS if host == redis_host else ()))
+        tried = attempts.get(host, {})
+        done = [step for step in steps if tried.get(step, {}).get("status") == "ok"]
+        failed = next((step for step in steps if tried.get(step, {}).get("status") == "failed"), None)
+        pending = [step for step in steps if step not in done]
+        hosts[host] = {"targets": targets.get(host, []), "steps": steps, "done": done, "failed": failed,
+                       "next": pending[0] if pending and failed is None else None}
+    failure = next(({"host": host, "step": view["failed"], "name": ROLLBACK_STEP_NAMES[view["failed"]],
+                     "detail": attempts[host][view["failed"]].get("detail")}
+                    for host, view in hosts.items() if view["failed"] is not None), None)
+    pending_steps = [view["next"] for view in hosts.values() if view["next"] is not None]
+    return {"hosts": hosts, "failed": failure, "complete": not pending_steps and failure is None,
+            "next_step": min(pending_steps, default=None),
+            "components": [target["name"] for host_targets in targets.values() for target in host_targets]}
+
+
+def rollout_complete(records: dict[str, dict[str, dict[str, Any]]], hosts: dict[str, list[str]]) -> bool:
+    return bool(hosts) and all(records.get(host, {}).get(component, {}).get("state") == "migrated"
+                               for component, component_hosts in hosts.items() for host in component_hosts)
+
+
+def run_state(entries: list[Entry], target_entries: list[Entry] | None = None) -> dict[str, Any]:
+    """Everything a play needs to know about a run, from its journal (and for a rollback run, its target's)."""
+    ordered = sorted(entries, key=lambda entry: entry["seq"])
+    started = _data(first(ordered, "run.started"))
+    playbook = started.get("playbook")
+    source = sorted(target_entries or [], key=lambda entry: entry["seq"]) if playbook == "rollback" else ordered
+    source_started = _data(first(source, "run.started"))
+    plan = list(started.get("components") or [])
+    component_hosts = started.get("hosts") or source_started.get("hosts") or {}
+    records = component_records(source, source_started.get("target_release"))
+    trigger_entry = first(ordered, "rollback.triggered")
+    aborted = first(ordered, "run.aborted")
+    watch_started, watch_finished = last(ordered, "watch.started"), last(ordered, "watch.finished")
+    needs_rollback = trigger_entry is not None or playbook == "rollback"
+    redis_host = started.get("redis_host") or source_started.get("redis_host")
+    rollback = (rollback_progress(rollback_targets(records, plan), redis_host, step_attempts(ordered))
+                if needs_rollback else None)
+    state = {
+        "run_id": next((entry["run_id"] for entry in ordered if entry.get("run_id")), None),
+        "exists": bool(ordered),
+        "playbook": playbook,
+        "target_release": started.get("target_release"),
+        "target_run_id": started.get("target_run_id"),
+        "started_at": (first(ordered, "run.started") or {}).get("ts"),
+        "stage": stage_of(ordered),
+        "plan": plan,
+        "hosts": component_hosts,
+        "waves": waves(plan, started.get("batches") or {}),
+        "redis_host": redis_host,
+        "journal_host": started.get("journal_host"),
+        "aborted": {**_data(aborted), "host": aborted.get("host")} if aborted else None,
+        "trigger": _data(trigger_entry).get("trigger") if trigger_entry else None,
+        "snapshot": _data(last(source, "snapshot.created")) or None,
+        "rollout_complete": rollout_complete(records, component_hosts),
+        "watch": ({**_data(watch_started), "finished": watch_finished is not None,
+                   "rounds_done": max([_data(entry)["round"] for entry in ordered if entry["event"] == "watch.round"],
+                                      default=0)}
+                  if watch_started else None),
+        "rollback": rollback,
+        "host_view": host_views(component_hosts, plan, records, baselines(source), rollback),
+    }
+    finished = last(ordered, "run.finished")
+    state["finished"] = finished is not None
+    if finished is not None and _data(finished).get("outcome") in OUTCOMES:
+        state["outcome"], state["message"] = _data(finished)["outcome"], _data(finished).get("message")
+    else:
+        state["outcome"], state["message"] = outcome(state)
+    return state
+
+
+def host_views(component_hosts: dict[str, list[str]], plan: list[str], records: dict[str, dict[str, dict[str, Any]]],
+               baseline_values: dict[str, dict[str, dict[str, Any]]], rollback: dict[str, Any] | None
+               ) -> dict[str, dict[str, Any]]:
+    """Per host: its planned components in order, their releases and baselines, its part of the rollback."""
+    views: dict[str, dict[str, Any]] = {}
+    for name in plan:
+        for host in component_hosts.get(name, []):
+            view = views.setdefault(host, {"components": [], "releases": {}, "baselines": {}, "rollback": None})
+            view["components"].append(name)
+            view["releases"][name] = records.get(host, {}).get(name)
+            view["baselines"][name] = baseline_values.get(host, {}).get(name, {})
+    for host, part in ((rollback or {}).get("hosts") or {}).items():
+        views.setdefault(host, {"components": [], "releases": {}, "baselines": {}, "rollback": None})["rollback"] = part
+    return views
+
+
+def outcome(state: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(outcome, message) the journal proves so far; (None, None) while the run can still go either way."""
+    if state["aborted"]:
+        aborted = state["aborted"]
+        return "failed", "%s failed on %s: %s" % (aborted.get("stage"), aborted.get("host"), aborted.get("message"))
+    rollback = state["rollback"]
+    if rollback is not None:
+        if rollback["failed"]:
+            failed = rollback["failed"]
+            return "failed", ("rollback step %s (%s) failed on %s: %s. Nothing more was tried; the state is kept as it "
+                              "is for a human (components stay in maintenance mode)."
+                              % (failed["step"], failed["name"], failed["host"], failed["detail"]))
+        if rollback["complete"]:
+            if state["playbook"] == "rollback":
+                return "rolled_back", "rolled back run %s" % state["target_run_id"]
+            return "rolled_back", "rolled back: %s" % describe_trigger(state["trigger"])
+        return None, None
+    if state["rollout_complete"] and (state["watch"] or {}).get("finished"):
+        return "migrated", "every component runs %s" % state["target_release"]
+    return None, None
+
+
+def closing_outcome(state: dict[str, Any]) -> tuple[str, str]:
+    """The outcome to journal when the run closes: what the journal proves, or failed naming where it stopped."""
+    decided, message = outcome(state)
+    if decided is not None:
+        return decided, message or ""
+    if state["rollback"] is not None:
+        return "failed", ("the rollback stopped before step %s without recording why; check the hosts"
+                          % state["rollback"]["next_step"])
+    return "failed", "the run stopped during stage %s without recording why; check the hosts" % state["stage"]
