@@ -77,6 +77,44 @@ options:
   scratch_dir:
     description: Where the scratch server's private directory is made (default - the system temp dir).
     type: path
+  restart_redis:
+    description:
+      - Restart Redis through its process manager before the restore - rollback step 4 of cutover ("restart Redis,
+        restore data"). Not used with C(whole_rdb), which restarts Redis itself.
+    type: dict
+    suboptions:
+      policy:
+        description:
+          - V(never); V(always); V(if_unhealthy) when Redis does not answer PING, is still loading, or its last
+            save or AOF write failed.
+        type: str
+        choices: [never, if_unhealthy, always]
+        default: never
+      service:
+        description: The Redis service (supervisor program or systemd unit).
+        type: str
+        default: redis-server
+      manager:
+        description: The process manager of Redis.
+        type: str
+        choices: [supervisor, systemd]
+        default: systemd
+      supervisor_config:
+        description: supervisord config file, for O(restart_redis.manager=supervisor).
+        type: path
+      timeout:
+        description: Seconds Redis gets to stop, and to start and load its data.
+        type: int
+        default: 60
+  rollback_step:
+    description:
+      - Return the C(rollback.step) journal entry of step 4 (restart Redis, restore data) in RV(journal), with
+        RV(detail) as its detail.
+    type: bool
+    default: false
+  host_label:
+    description: Host name written into the journal entry (usually C(inventory_hostname)).
+    type: str
 extends_documentation_fragment:
   - cutover_redis
   - action_common_attributes
@@ -180,6 +218,16 @@ snapshot:
     mode:
       description: Mode of the snapshot.
       type: str
+detail:
+  description: What was done, in one line (whether Redis was restarted and why, and the counts).
+  returned: always
+  type: str
+  sample: "Redis healthy, not restarted (policy if_unhealthy); missing_only from snapshot 20261204T190000Z: 12 restored, 380 newer kept, 0 expired, 0 deleted"
+journal:
+  description: With O(rollback_step), the C(rollback.step) entry of step 4 for cutover_journal O(entries).
+  returned: always
+  type: list
+  elements: dict
 whole_rdb:
   description: For C(whole_rdb) - where the snapshot was put, the previous files kept aside, what Redis loaded.
   returned: when O(policy=whole_rdb)
@@ -194,6 +242,8 @@ import time
 from typing import Any, Iterator
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.cutover_events import step_entry, utc_timestamp
+from ansible.module_utils.cutover_services import ServiceError, manager, start_services, stop_services
 from ansible.module_utils.cutover_redis import (
     RedisError,
     connect_or_fail,
@@ -257,6 +307,15 @@ def build_argument_spec() -> dict[str, Any]:
         start_timeout={"type": "int", "default": 600},
         redis_server_binary={"type": "path"},
         scratch_dir={"type": "path"},
+        restart_redis={"type": "dict", "options": {
+            "policy": {"type": "str", "choices": ["never", "if_unhealthy", "always"], "default": "never"},
+            "service": {"type": "str", "default": "redis-server"},
+            "manager": {"type": "str", "choices": ["supervisor", "systemd"], "default": "systemd"},
+            "supervisor_config": {"type": "path"},
+            "timeout": {"type": "int", "default": 60},
+        }},
+        rollback_step={"type": "bool", "default": False},
+        host_label={"type": "str"},
     )
     return spec
 
@@ -534,12 +593,65 @@ def put_back(module: AnsibleModule, swap: FileSwap) -> str:
 
 # ---------------------------------------------------------------------------------------------------
 
+# ---------------------------------------------------------------------------------------------------
+# restart (rollback step 4)
+
+def redis_health(options: dict[str, Any]) -> str | None:
+    """None when Redis answers, has loaded its data and its last save and AOF write worked; else the problem."""
+    try:
+        info = probe_client(options).info("persistence")
+    except RedisError as exc:
+        return "no answer (%s)" % exc
+    if info.get("loading"):
+        return "still loading its data"
+    if info.get("rdb_last_bgsave_status", "ok") != "ok" or info.get("aof_last_write_status", "ok") != "ok":
+        return "its last save or AOF write failed"
+    return None
+
+
+def restart_if_needed(module: AnsibleModule) -> tuple[bool, str]:
+    """Restart Redis when the restart policy asks for it: (restarted, a sentence saying what happened and why)."""
+    restart = module.params["restart_redis"] or {"policy": "never"}
+    if module.params["policy"] == "whole_rdb" or restart["policy"] == "never":
+        return False, "Redis not restarted (%s)" % ("whole_rdb restarts it" if module.params["policy"] == "whole_rdb"
+                                                     else "restart policy never")
+    problem = redis_health(module.params["redis"])
+    if restart["policy"] == "if_unhealthy" and problem is None:
+        return False, "Redis healthy, not restarted (restart policy if_unhealthy)"
+    why = "restart policy always" if restart["policy"] == "always" else "it was unhealthy: %s" % problem
+    if module.check_mode:
+        return True, "Redis would be restarted (%s)" % why
+    try:
+        handle = manager(restart["manager"], restart["supervisor_config"])
+        stop_services(handle, [restart["service"]], restart["timeout"])
+        start_services(handle, {restart["service"]: None}, restart["timeout"])
+        wait_for_loaded(probe_client(module.params["redis"]), time.monotonic() + restart["timeout"])
+    except (ServiceError, SnapshotError) as exc:
+        module.fail_json(msg="restarting Redis (%s) failed: %s" % (why, exc))
+    return True, "Redis restarted (%s)" % why
+
+
+def describe_restore(result: dict[str, Any]) -> str:
+    return "%s from snapshot %s: %s restored, %s newer kept, %s expired, %s deleted" % (
+        result["policy"], result["snapshot"]["id"], result["restored"], result["kept_existing"], result["expired"],
+        result["deleted"])
+
+
+def finish(module: AnsibleModule, result: dict[str, Any], restart: tuple[bool, str], started_at: str) -> None:
+    restarted, restart_detail = restart
+    detail = "%s; %s" % (restart_detail, describe_restore(result))
+    journal = ([step_entry(4, started_at, "ok", detail, module.params["host_label"])]
+               if module.params["rollback_step"] else [])
+    module.exit_json(**dict(result, detail=detail, journal=journal, changed=result["changed"] or restarted))
+
+
 def main() -> None:
     module = AnsibleModule(argument_spec=build_argument_spec(), supports_check_mode=True)
     params = module.params
     problems = option_problems(params)
     if problems:
         module.fail_json(msg="; ".join(problems))
+    started_at = utc_timestamp()
     whole = params["policy"] == "whole_rdb"
     try:
         if whole:
@@ -556,6 +668,7 @@ def main() -> None:
     selected, problem = selected_patterns(params["namespaces"], patterns)
     if problem:
         module.fail_json(msg=problem)
+    restarted = restart_if_needed(module)
     client = connect_or_fail(module, params["redis"])
     try:
         version = server_version(client)
@@ -563,11 +676,11 @@ def main() -> None:
         module.fail_json(msg="cannot read INFO server from Redis at %s (the Redis user needs INFO): %s"
                              % (describe_endpoint(params["redis"]), exc))
     if whole:
-        module.exit_json(**restore_whole(module, client, manifest))
+        finish(module, restore_whole(module, client, manifest), restarted, started_at)
     if version[1] < (5, 0):
         module.fail_json(msg="Redis %s at %s lacks RESTORE ABSTTL; cutover_redis_restore needs Redis 5.0 or later"
                              % (version[0], describe_endpoint(params["redis"])))
-    module.exit_json(**run_restore(module, client, manifest, patterns, selected))
+    finish(module, run_restore(module, client, manifest, patterns, selected), restarted, started_at)
 
 
 if __name__ == "__main__":

@@ -169,6 +169,12 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+journal:
+  description: The C(component.switched) journal entry when O(state=current) switched (or completed an interrupted
+    switch), for cutover_journal O(entries); empty otherwise and in check mode.
+  returned: always
+  type: list
+  elements: dict
 component:
   description: The component.
   returned: always
@@ -248,6 +254,7 @@ import sys
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.cutover_events import new_entry
 from ansible.module_utils.cutover_release import (
     Plan, ReleaseError, ReleaseRequest, default_env_root, run_request, unpacked_source, url_secrets,
 )
@@ -315,6 +322,9 @@ def result_of(req: ReleaseRequest, plan: Plan, check_mode: bool) -> dict:
     }
     if plan.switched:
         result["switched_from"] = plan.switch_from
+    result["journal"] = ([new_entry("component.switched", component=req.component, from_release=plan.switch_from,
+                                    to_release=req.release, changed=plan.link_switch)]
+                         if plan.switched and not check_mode else [])
     return result
 
 

@@ -1,0 +1,195 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: cutover_service
+short_description: Stop, start or restart several components of a host at once and wait until they serve
+description:
+  - Drives the services of several components through the host's process manager in one call - supervisord (over
+    the XML-RPC socket supervisorctl uses) or systemd (C(systemctl --no-block)) - and waits for the outcome of all
+    of them at once.
+  - V(stopped) stops every running service at once and returns when each old process is gone (a zombie counts as
+    gone); V(started) starts the stopped ones at once and returns when each answers its health URL with HTTP 200;
+    V(restarted) does both.
+  - Returns one journal entry per service that stopped (C(component.stopped), stamped with the time its process was
+    gone) or started (C(component.started), with the seconds it took to answer).
+version_added: "1.1.0"
+author: cutover maintainers
+options:
+  services:
+    description:
+      - The components to drive, each C({name, service, base_url, health}). C(name) is the component, C(service)
+        the supervisor program or systemd unit (default C(cutover-<name>)), C(base_url) where it answers and
+        C(health) the path of its health check (default C(/healthz)). Without C(base_url) a started service counts
+        as serving once the manager runs it.
+    type: list
+    elements: dict
+    required: true
+  state:
+    description: What the services must be.
+    type: str
+    choices: [stopped, started, restarted]
+    required: true
+  manager:
+    description: The process manager.
+    type: str
+    choices: [supervisor, systemd]
+    required: true
+  supervisor_config:
+    description: The supervisord config file (its C([supervisorctl] serverurl) is used). Required for V(supervisor).
+    type: path
+  timeout:
+    description: Seconds to wait for the processes to be gone (stop) and for the health checks to pass (start).
+    type: float
+    default: 30
+  reason:
+    description: Why the services stop, recorded in their C(component.stopped) entries.
+    type: str
+    default: stopped by cutover
+  host_label:
+    description: Host name written into the journal entries (usually C(inventory_hostname)).
+    type: str
+notes:
+  - Check mode reads the process manager and reports what would change; it stops and starts nothing.
+"""
+
+EXAMPLES = r"""
+- name: Stop the failing component at once
+  cutover_service:
+    services: [{name: safety, service: cutover-safety, base_url: "http://10.0.0.5:18105"}]
+    state: stopped
+    manager: supervisor
+    supervisor_config: /etc/supervisor/supervisord.conf
+    reason: "probe safety/unsafe_blocked_ratio failed"
+    host_label: "{{ inventory_hostname }}"
+  register: stopped
+
+- name: Start every component of this host and wait until each answers /healthz
+  cutover_service:
+    services: "{{ my_components }}"
+    state: started
+    manager: systemd
+    timeout: 60
+"""
+
+RETURN = r"""
+services:
+  description: Per component, what happened to its service.
+  returned: always
+  type: dict
+  sample:
+    safety: {service: cutover-safety, pid_before: 4242, pid: null, stopped_at: "2026-12-04T19:00:01.123Z"}
+    tts: {service: cutover-tts, pid_before: null, pid: 4300, ready_s: 0.42}
+journal:
+  description: C(component.stopped) and C(component.started) entries for cutover_journal O(entries).
+  returned: always
+  type: list
+  elements: dict
+"""
+
+import traceback
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.cutover_events import new_entry
+from ansible.module_utils.cutover_services import (
+    MANAGERS, ServiceError, manager, start_services, stop_services,
+)
+
+SERVICE_FIELDS = ("name", "service", "base_url", "health")
+
+
+def normalized(services: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    result, problems = [], []
+    for index, item in enumerate(services):
+        unknown = sorted(set(item) - set(SERVICE_FIELDS) - {"kind", "namespaces", "probes", "hosts"})
+        if unknown:
+            problems.append("services[%d] has unknown field(s) %s; allowed: %s"
+                            % (index, ", ".join(unknown), ", ".join(SERVICE_FIELDS)))
+        if not isinstance(item.get("name"), str) or not item.get("name"):
+            problems.append("services[%d].name must be the component name" % index)
+            continue
+        base_url = (item.get("base_url") or "").rstrip("/")
+        result.append({"name": item["name"], "service": item.get("service") or "cutover-%s" % item["name"],
+                       "health_url": base_url + (item.get("health") or "/healthz") if base_url else None})
+    return result, problems
+
+
+def stop(handle: Any, services: list[dict[str, Any]], params: dict[str, Any]) -> tuple[dict, list]:
+    stopped = stop_services(handle, [item["service"] for item in services], params["timeout"])
+    report, entries = {}, []
+    for item in services:
+        done = stopped[item["service"]]
+        report[item["name"]] = {"service": item["service"], "pid_before": done["pid"], "pid": None,
+                                "stopped_at": done["stopped_at"]}
+        if done["was_running"]:
+            entries.append(new_entry("component.stopped", component=item["name"], host=params["host_label"],
+                                     ts=done["stopped_at"], service=item["service"], pid=done["pid"],
+                                     reason=params["reason"]))
+    return report, entries
+
+
+def start(handle: Any, services: list[dict[str, Any]], params: dict[str, Any], before: dict[str, Any]
+          ) -> tuple[dict, list]:
+    started = start_services(handle, {item["service"]: item["health_url"] for item in services}, params["timeout"])
+    report, entries = {}, []
+    for item in services:
+        done = started[item["service"]]
+        report[item["name"]] = {"service": item["service"], "pid_before": before[item["service"]],
+                                "pid": done["pid"], "ready_s": done["ready_s"]}
+        if done["pid"] != before[item["service"]]:
+            entries.append(new_entry("component.started", component=item["name"], host=params["host_label"],
+                                     service=item["service"], pid=done["pid"], ready_s=done["ready_s"]))
+    return report, entries
+
+
+def would_change(state: str, pids: dict[str, Any]) -> bool:
+    running = [pid for pid in pids.values() if pid]
+    return {"stopped": bool(running), "started": len(running) < len(pids), "restarted": bool(pids)}[state]
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "services": {"type": "list", "elements": "dict", "required": True},
+            "state": {"type": "str", "choices": ["stopped", "started", "restarted"], "required": True},
+            "manager": {"type": "str", "choices": list(MANAGERS), "required": True},
+            "supervisor_config": {"type": "path"},
+            "timeout": {"type": "float", "default": 30.0},
+            "reason": {"type": "str", "default": "stopped by cutover"},
+            "host_label": {"type": "str"},
+        },
+        required_if=[("manager", "supervisor", ["supervisor_config"])],
+        supports_check_mode=True,
+    )
+    params = module.params
+    services, problems = normalized(params["services"])
+    if params["timeout"] <= 0:
+        problems.append("timeout must be > 0, got %s" % params["timeout"])
+    if problems:
+        module.fail_json(msg="; ".join(problems))
+    try:
+        handle = manager(params["manager"], params["supervisor_config"])
+        names = [item["service"] for item in services]
+        before = handle.pids(names) if names else {}
+        if module.check_mode or not services:
+            module.exit_json(changed=would_change(params["state"], before) if services else False,
+                             services={item["name"]: {"service": item["service"], "pid_before": before[item["service"]]}
+                                       for item in services}, journal=[])
+        report: dict[str, Any] = {}
+        entries: list[dict[str, Any]] = []
+        if params["state"] in ("stopped", "restarted"):
+            report, entries = stop(handle, services, params)
+        if params["state"] in ("started", "restarted"):
+            started_report, started_entries = start(handle, services, params, before)
+            for name, row in started_report.items():
+                report[name] = {**report.get(name, {}), **row}
+            entries += started_entries
+    except ServiceError as exc:
+        module.fail_json(msg=str(exc), exception=traceback.format_exc())
+    module.exit_json(changed=bool(entries) or params["state"] == "restarted", services=report, journal=entries)
+
+
+if __name__ == "__main__":
+    main()

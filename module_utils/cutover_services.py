@@ -1,0 +1,259 @@
+# -*- coding: utf-8 -*-
+# The process manager of a host's components (supervisord over its XML-RPC socket, or systemd through systemctl)
+# driven for several services at once: stop them together and wait until their processes are gone, start them
+# together and wait until each answers its health check. Stdlib only: runs on every managed host.
+from __future__ import annotations
+
+import configparser
+import http.client
+import os
+import socket
+import subprocess
+import time
+import xmlrpc.client
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.error import HTTPError, URLError
+from urllib.request import Request, urlopen
+
+from ansible.module_utils.cutover_events import utc_timestamp
+
+MANAGERS = ("supervisor", "systemd")
+POLL_S = 0.05
+HEALTH_HEADERS = {"X-Cutover-Probe": "1"}
+
+
+class ServiceError(Exception):
+    """A service could not be driven; the message names the service and what the manager said."""
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._path)
+        self.sock = sock
+
+
+class _UnixTransport(xmlrpc.client.Transport):
+    """XML-RPC over supervisord's unix socket (the serverurl supervisorctl itself uses)."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__()
+        self._path, self._timeout = path, timeout
+
+    def make_connection(self, host: Any) -> http.client.HTTPConnection:
+        return _UnixHTTPConnection(self._path, self._timeout)
+
+
+def supervisor_server_url(config_path: str) -> str:
+    """The serverurl of supervisorctl in a supervisord config (its [supervisorctl] or [unix_http_server])."""
+    parser = configparser.RawConfigParser()
+    if not parser.read(config_path):
+        raise ServiceError("cannot read the supervisord config %s" % config_path)
+    if parser.has_option("supervisorctl", "serverurl"):
+        return parser.get("supervisorctl", "serverurl")
+    if parser.has_option("unix_http_server", "file"):
+        return "unix://" + parser.get("unix_http_server", "file")
+    raise ServiceError("%s has neither [supervisorctl] serverurl nor [unix_http_server] file" % config_path)
+
+
+def supervisor_proxy(config_path: str, timeout: float = 10.0) -> Any:
+    url = supervisor_server_url(config_path)
+    if url.startswith("unix://"):
+        return xmlrpc.client.ServerProxy("http://localhost/RPC2", transport=_UnixTransport(url[len("unix://"):], timeout))
+    return xmlrpc.client.ServerProxy(url.rstrip("/") + "/RPC2")
+
+
+def process_gone(pid: int | None) -> bool:
+    """True when no process runs under pid (a zombie counts as gone: it serves nothing)."""
+    if not pid:
+        return True
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return True
+
+
+class Supervisor:
+    name = "supervisor"
+
+    def __init__(self, config_path: str) -> None:
+        self._config_path = config_path
+        self._rpc = supervisor_proxy(config_path)
+
+    def _call(self, what: str, call: Any) -> Any:
+        try:
+            return call()
+        except xmlrpc.client.Fault as exc:
+            raise ServiceError("supervisord (%s) refused to %s: %s" % (self._config_path, what, exc.faultString))
+        except OSError as exc:
+            raise ServiceError("cannot reach supervisord (%s) to %s: %s" % (self._config_path, what, exc))
+
+    def pids(self, services: list[str]) -> dict[str, int | None]:
+        """service -> pid of its running process (None when not running)."""
+        infos = self._call("read %s" % ", ".join(services), lambda: self._rpc.system.multicall(
+            [{"methodName": "supervisor.getProcessInfo", "params": [service]} for service in services]))
+        result: dict[str, int | None] = {}
+        for service, info in zip(services, infos):
+            if isinstance(info, dict) and "faultString" in info:
+                raise ServiceError("supervisord (%s) has no program %s: %s"
+                                   % (self._config_path, service, info["faultString"]))
+            result[service] = info["pid"] if info["statename"] in ("RUNNING", "STARTING") and info["pid"] else None
+        return result
+
+    def _multicall(self, method: str, services: list[str], tolerated: tuple[str, ...]) -> None:
+        answers = self._call("%s %s" % (method, ", ".join(services)), lambda: self._rpc.system.multicall(
+            [{"methodName": method, "params": [service, False]} for service in services]))
+        for service, answer in zip(services, answers):
+            if isinstance(answer, dict) and "faultString" in answer and \
+                    not any(name in answer["faultString"] for name in tolerated):
+                raise ServiceError("supervisord (%s) could not %s %s: %s"
+                                   % (self._config_path, method.split(".")[-1], service, answer["faultString"]))
+
+    def stop(self, services: list[str]) -> None:
+        self._multicall("supervisor.stopProcess", services, ("NOT_RUNNING",))
+
+    def start(self, services: list[str]) -> None:
+        self._multicall("supervisor.startProcess", services, ("ALREADY_STARTED",))
+
+    def log_tail(self, service: str) -> str:
+        try:
+            text = self._rpc.supervisor.tailProcessStdoutLog(service, 0, 1200)[0]
+        except (xmlrpc.client.Fault, OSError):
+            return ""
+        return " | ".join(line for line in text.splitlines()[-6:] if line.strip())
+
+
+class Systemd:
+    name = "systemd"
+
+    def __init__(self, systemctl: str = "systemctl") -> None:
+        self._systemctl = systemctl
+
+    def _run(self, argv: list[str]) -> str:
+        try:
+            done = subprocess.run([self._systemctl] + argv, capture_output=True, text=True, timeout=60, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ServiceError("systemctl %s: %s" % (" ".join(argv), exc))
+        if done.returncode != 0:
+            raise ServiceError("systemctl %s failed (rc %d): %s" % (" ".join(argv), done.returncode,
+                                                                     (done.stderr or done.stdout).strip()))
+        return done.stdout
+
+    def pids(self, services: list[str]) -> dict[str, int | None]:
+        result = {}
+        for service in services:
+            pid = int(self._run(["show", "--property=MainPID", "--value", service]).strip() or 0)
+            result[service] = pid or None
+        return result
+
+    def stop(self, services: list[str]) -> None:
+        self._run(["stop", "--no-block"] + services)
+
+    def start(self, services: list[str]) -> None:
+        self._run(["start", "--no-block"] + services)
+
+    def log_tail(self, service: str) -> str:
+        return ""
+
+
+def manager(kind: str, supervisor_config: str | None = None) -> Supervisor | Systemd:
+    if kind == "supervisor":
+        if not supervisor_config:
+            raise ServiceError("supervisor_config is required when the service manager is supervisor")
+        return Supervisor(supervisor_config)
+    if kind == "systemd":
+        return Systemd()
+    raise ServiceError("service manager must be one of %s, got %r" % (", ".join(MANAGERS), kind))
+
+
+def stop_services(handle: Supervisor | Systemd, services: list[str], timeout: float) -> dict[str, dict[str, Any]]:
+    """Stop every service at once; wait until each old process is gone. service -> {pid, stopped_at, was_running}."""
+    before = handle.pids(services)
+    running = [service for service in services if before[service]]
+    if running:
+        handle.stop(running)
+    gone: dict[str, dict[str, Any]] = {service: {"pid": None, "stopped_at": utc_timestamp(), "was_running": False}
+                                       for service in services if not before[service]}
+    deadline = time.monotonic() + timeout
+    while len(gone) < len(services):
+        for service in running:
+            if service not in gone and process_gone(before[service]):
+                gone[service] = {"pid": before[service], "stopped_at": utc_timestamp(), "was_running": True}
+        if len(gone) < len(services):
+            if time.monotonic() > deadline:
+                left = [service for service in services if service not in gone]
+                raise ServiceError("%s still running %.0f s after the stop" % (", ".join(left), timeout))
+            time.sleep(POLL_S)
+    return gone
+
+
+def health_answer(url: str, timeout: float) -> int | None:
+    try:
+        with urlopen(Request(url, headers=HEALTH_HEADERS), timeout=timeout) as response:
+            return response.status
+    except HTTPError as exc:
+        return exc.code
+    except (URLError, OSError, http.client.HTTPException):
+        return None
+
+
+def wait_healthy(url: str, deadline: float) -> float | None:
+    """Seconds until url answered 200, or None when the deadline passed first."""
+    started = time.monotonic()
+    while True:
+        if health_answer(url, timeout=min(5.0, max(deadline - time.monotonic(), 0.2))) == 200:
+            return round(time.monotonic() - started, 3)
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(POLL_S)
+
+
+def start_services(handle: Supervisor | Systemd, health_urls: dict[str, str | None], timeout: float
+                   ) -> dict[str, dict[str, Any]]:
+    """Start every service at once, then wait for each to answer its health URL (concurrently).
+
+    service -> {pid, ready_s}; raises ServiceError naming the services that did not come up, with their log tail.
+    """
+    services = list(health_urls)
+    handle.start(services)
+    started = time.monotonic()
+    deadline = started + timeout
+    with ThreadPoolExecutor(max_workers=max(len(services), 1)) as pool:
+        ready = dict(zip(services, pool.map(
+            lambda service: wait_healthy(health_urls[service], deadline) if health_urls[service] else 0.0, services)))
+    silent = [service for service in services if ready[service] is None]
+    if silent:
+        raise ServiceError("; ".join(silent_message(handle, service, health_urls[service], timeout)
+                                     for service in silent))
+    pids = handle.pids(services)
+    return {service: {"pid": pids[service], "ready_s": ready[service]} for service in services}
+
+
+def silent_message(handle: Supervisor | Systemd, service: str, url: str | None, timeout: float) -> str:
+    tail = handle.log_tail(service)
+    return "%s did not answer %s within %.0f s%s" % (service, url, timeout, " (last log lines: %s)" % tail if tail else "")
+
+
+def maintenance_path(app_root: str, component: str) -> str:
+    return os.path.join(app_root, component, "MAINTENANCE")
+
+
+def set_maintenance(app_root: str, component: str, on: bool, note: str = "") -> bool:
+    """Put the component in (or take it out of) maintenance mode; True when that changed something."""
+    path = maintenance_path(app_root, component)
+    if on == os.path.exists(path):
+        return False
+    if on:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        with os.fdopen(fd, "w") as flag:
+            flag.write(note + "\n")
+    else:
+        os.unlink(path)
+    return True
