@@ -50,6 +50,11 @@ options:
       - The status of a run that does not exist fails, naming the runs that do.
     type: str
     choices: [newest_migrate, newest_unfinished]
+  planned:
+    description:
+      - Check mode only - the C(run.started) data the guard would have journaled. A dry run journals nothing, so
+        O(state=status) describes the run as if that entry had been written.
+    type: dict
   event:
     description:
       - Dotted lower-case event name, e.g. V(run.started), V(component.switched), V(rollback.step).
@@ -320,7 +325,9 @@ def selected_run(module: AnsibleModule, directory: str) -> str:
 def status(module: AnsibleModule, directory: str) -> dict[str, Any]:
     run_id = selected_run(module, directory)
     entries = read_entries(module, directory, run_id)
-    if not entries and (module.params["select"] or not module.check_mode):
+    if not entries and module.params["planned"] and module.check_mode:
+        entries = build_entries(1, run_id, [{"event": "run.started", "data": module.params["planned"]}])
+    if not entries:
         module.fail_json(msg="run %s has no journal in %s (a run id from an earlier run's refusal, or a typo?); "
                              "runs there: %s" % (run_id, directory,
                                                  ", ".join(run["run_id"] for run in list_runs(directory)[0]) or "none"))
@@ -373,6 +380,7 @@ def main() -> None:
             "run_id": {"type": "str"},
             "state": {"type": "str", "choices": ["append", "read", "list", "status", "finished"], "default": "append"},
             "select": {"type": "str", "choices": ["newest_migrate", "newest_unfinished"]},
+            "planned": {"type": "dict"},
             "event": {"type": "str"},
             "component": {"type": "str"},
             "host": {"type": "str"},

@@ -141,7 +141,7 @@ def rollback_progress(targets: dict[str, list[dict[str, Any]]], redis_host: str 
                     for host, view in hosts.items() if view["failed"] is not None), None)
     pending_steps = [view["next"] for view in hosts.values() if view["next"] is not None]
     return {"hosts": hosts, "failed": failure, "complete": not pending_steps and failure is None,
-            "next_step": min(pending_steps, default=None),
+            "next_step": min(pending_steps, default=None), "step_names": ROLLBACK_STEP_NAMES,
             "components": [target["name"] for host_targets in targets.values() for target in host_targets]}
 
 
@@ -182,6 +182,7 @@ def run_state(entries: list[Entry], target_entries: list[Entry] | None = None) -
         "journal_host": started.get("journal_host"),
         "aborted": {**_data(aborted), "host": aborted.get("host")} if aborted else None,
         "trigger": _data(trigger_entry).get("trigger") if trigger_entry else None,
+        "trigger_text": describe_trigger(_data(trigger_entry).get("trigger")) if trigger_entry else None,
         "snapshot": _data(last(source, "snapshot.created")) or None,
         "rollout_complete": rollout_complete(records, component_hosts),
         "watch": ({**_data(watch_started), "finished": watch_finished is not None,

@@ -2,6 +2,7 @@
 """Controller-side filters that turn inventory data into a migration plan."""
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
@@ -37,6 +38,7 @@ def _normalize_component(component: Any, index: int) -> dict[str, Any]:
         "kind": kind,
         "service": component.get("service", "cutover-%s" % name) if kind == "service" else None,
         "base_url": component.get("base_url"),
+        "health": component.get("health", "/healthz") if kind == "service" else None,
         "namespaces": namespaces,
         "hosts": component.get("hosts", "cutover_app"),
         "probes": probes,
@@ -69,6 +71,16 @@ def cutover_plan(components: Any, plan: Any = None) -> list[dict[str, Any]]:
     return [by_name[name] for name in plan]
 
 
+def cutover_components_named(components: Any, names: list[str]) -> list[dict[str, Any]]:
+    """The normalised components with these names, in the order given (none for an empty list)."""
+    by_name = {component["name"]: component for component in cutover_plan(components)}
+    unknown = [name for name in names if name not in by_name]
+    if unknown:
+        raise AnsibleFilterError("the run names component(s) %s, which cutover_components does not define; allowed: %s"
+                                 % (", ".join(unknown), ", ".join(by_name)))
+    return [by_name[name] for name in names]
+
+
 def cutover_plan_hosts(plan: list[dict[str, Any]], groups: dict[str, list[str]]) -> dict[str, list[str]]:
     """Map each planned component to the inventory hosts that run it."""
     mapping: dict[str, list[str]] = {}
@@ -87,8 +99,9 @@ def cutover_plan_hosts(plan: list[dict[str, Any]], groups: dict[str, list[str]])
 
 def cutover_batches(hosts: list[str], canary: int = 1, batch_size: int = 0) -> list[list[str]]:
     """Split hosts into a canary batch followed by batches of ``batch_size`` (0 = all the rest at once)."""
-    if canary < 0 or batch_size < 0:
-        raise AnsibleFilterError("cutover_deploy_canary_hosts and cutover_deploy_batch_size must be >= 0")
+    if not isinstance(canary, int) or not isinstance(batch_size, int) or canary < 0 or batch_size < 0:
+        raise AnsibleFilterError("cutover_deploy_canary_hosts and cutover_deploy_batch_size must be whole numbers >= 0, "
+                                 "got %r and %r" % (canary, batch_size))
     batches = [hosts[:canary]] if canary else []
     rest = hosts[canary:]
     size = batch_size or len(rest)
@@ -96,61 +109,80 @@ def cutover_batches(hosts: list[str], canary: int = 1, batch_size: int = 0) -> l
     return [batch for batch in batches if batch]
 
 
-def cutover_rollback_targets(components: list[dict[str, Any]], plan: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Join the report's switched components with their plan entries (service, probes, namespaces).
+def cutover_batches_by_component(hosts: dict[str, list[str]], canary: int = 1, batch_size: int = 0
+                                 ) -> dict[str, list[list[str]]]:
+    """Each component's hosts split into batches, canary first (see cutover_batches)."""
+    return {component: cutover_batches(component_hosts, canary, batch_size)
+            for component, component_hosts in hosts.items()}
 
-    A component the plan no longer knows is refused: rolling it back blind would guess.
-    """
-    by_name = {component["name"]: component for component in plan}
-    targets = []
-    for switched in components:
-        if switched["name"] not in by_name:
-            raise AnsibleFilterError("the journal names component %r, which this run's plan (cutover_components, "
-                                     "narrowed by cutover_plan) does not include; put it back in the plan to roll it "
-                                     "back" % switched["name"])
-        if switched["from_release"] == switched["to_release"]:
+
+def cutover_missing_components(plan: list[dict[str, Any]], release_dir: str) -> list[str]:
+    """Names of the planned components that have no folder in the release folder (controller side)."""
+    return [component["name"] for component in plan if not os.path.isdir(os.path.join(release_dir, component["name"]))]
+
+
+DEPLOY_STEPS = ("stage", "install", "switch", "restart", "verify")
+ROLLBACK_STEPS = ("1", "2", "3", "4", "5", "6")
+RESTORE_POLICIES_NEEDING_RDB = ("whole_rdb",)
+RDB_SNAPSHOT_MODES = ("rdb", "replica")
+# variable -> (lowest allowed value, what it means)
+NUMBER_RULES: dict[str, tuple[int, str]] = {
+    "cutover_deploy_canary_hosts": (0, "hosts in each component's first batch"),
+    "cutover_deploy_batch_size": (0, "hosts per later batch, 0 for all the rest"),
+    "cutover_deploy_start_timeout": (1, "seconds a restarted component gets to answer"),
+    "cutover_watch_duration_s": (0, "seconds of the watch window"),
+    "cutover_watch_interval_s": (1, "seconds between two watch rounds"),
+    "cutover_snapshot_keep": (0, "snapshots kept, 0 keeps all"),
+    "cutover_rollback_start_timeout": (1, "seconds a component gets to answer in the quick test"),
+    "cutover_rollback_redis_timeout": (1, "seconds Redis gets to come back"),
+}
+
+
+def _hook_problems(name: str, hooks: Any, steps: tuple[str, ...]) -> list[str]:
+    if not isinstance(hooks, dict):
+        return ["%s must be a mapping of before_<step>/after_<step> to a task file, got %r" % (name, hooks)]
+    allowed = ["%s_%s" % (when, step) for step in steps for when in ("before", "after")]
+    problems = ["%s has the key %r, which is not a known hook; allowed: %s" % (name, key, ", ".join(allowed))
+                for key in hooks if str(key) not in allowed]
+    problems += ["%s.%s must be the path of a task file, got %r" % (name, key, value)
+                 for key, value in hooks.items() if not isinstance(value, str) or not value]
+    return problems
+
+
+def cutover_guard_problems(values: dict[str, Any]) -> list[str]:
+    """What is wrong with the stage variables beyond their types: ranges, hook keys, options that must agree."""
+    problems = []
+    for name, (lowest, meaning) in NUMBER_RULES.items():
+        raw = values.get(name)
+        try:
+            number = int(str(raw))
+        except ValueError:
+            problems.append("%s must be a whole number >= %d (%s), got %r" % (name, lowest, meaning, raw))
             continue
-        targets.append(dict(by_name[switched["name"]], from_release=switched["from_release"],
-                            to_release=switched["to_release"], host=switched.get("host")))
-    return targets
+        if number < lowest:
+            problems.append("%s must be >= %d (%s), got %d" % (name, lowest, meaning, number))
+    if values.get("cutover_rollback_restore_policy") in RESTORE_POLICIES_NEEDING_RDB and \
+            values.get("cutover_snapshot_mode") not in RDB_SNAPSHOT_MODES:
+        problems.append("cutover_rollback_restore_policy whole_rdb swaps in an RDB file, so cutover_snapshot_mode must "
+                        "be rdb or replica (it is %s); use missing_only, overwrite or replace_all with logical"
+                        % values.get("cutover_snapshot_mode"))
+    problems += _hook_problems("cutover_deploy_hooks", values.get("cutover_deploy_hooks", {}), DEPLOY_STEPS)
+    problems += _hook_problems("cutover_rollback_hooks", values.get("cutover_rollback_hooks", {}), ROLLBACK_STEPS)
+    return problems
 
 
-def cutover_baselines(probes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Baseline values per component from report probes: {component: {probe: value}} (the last value wins)."""
-    baselines: dict[str, dict[str, Any]] = {}
-    for probe in probes:
-        baselines.setdefault(probe["component"], {})[probe["probe"]] = probe["value"]
-    return baselines
+def cutover_probe_suites(components: list[dict[str, Any]], baselines: dict[str, Any], releases: dict[str, Any]
+                         ) -> list[dict[str, Any]]:
+    """cutover_probe's components option: each component's probes with its baseline and the release it must report."""
+    return [{"name": component["name"], "probes": component["probes"], "base_url": component.get("base_url"),
+             "baseline": (baselines or {}).get(component["name"]) or {},
+             "placeholders": {"release": (releases or {}).get(component["name"]) or ""}}
+            for component in components]
 
 
-def cutover_describe_trigger(trigger: dict[str, Any]) -> str:
-    """One line saying why a rollback happens: the failing probe and its value, or the stated reason."""
-    if trigger.get("probe"):
-        return "probe %s/%s on %s: value %s, baseline %s, threshold %s" % (
-            trigger.get("component"), trigger["probe"], trigger.get("host", "?"), trigger.get("value"),
-            trigger.get("baseline"), trigger.get("threshold"))
-    return str(trigger.get("reason", "no reason given"))
-
-
-def _entry(event: str, host: str, component: str, data: dict[str, Any]) -> dict[str, Any]:
-    return {"event": event, "host": host, "component": component, "data": data}
-
-
-def cutover_probe_entry(result: dict[str, Any], host: str) -> dict[str, Any]:
-    """A probe result as a probe.result journal entry."""
-    fields = ("probe", "phase", "verdict", "value", "baseline", "threshold", "critical", "metric", "detail")
-    return _entry("probe.result", host, result["component"], {name: result.get(name) for name in fields})
-
-
-def cutover_switch_entry(target: dict[str, Any], host: str, event: str = "component.switched") -> dict[str, Any]:
-    """A rollback switch (to_release back to from_release) as a journal entry."""
-    return _entry(event, host, target["name"], {"from_release": target["to_release"], "to_release": target["from_release"]})
-
-
-def cutover_state_entry(target: dict[str, Any], host: str, state: str) -> dict[str, Any]:
-    """A component.state journal entry for a component of the plan."""
-    release = target.get("from_release") if state == "rolled_back" else target.get("to_release")
-    return _entry("component.state", host, target["name"], {"state": state, "release": release})
+def cutover_releases(records: dict[str, Any], field: str) -> dict[str, Any]:
+    """{component: record[field]} from the journal's per-host release records (status host_view releases)."""
+    return {name: (record or {}).get(field) for name, record in (records or {}).items()}
 
 
 def cutover_cli_option(item: dict[str, Any]) -> list[str]:
@@ -164,11 +196,11 @@ class FilterModule:
             "cutover_plan": cutover_plan,
             "cutover_plan_hosts": cutover_plan_hosts,
             "cutover_batches": cutover_batches,
-            "cutover_rollback_targets": cutover_rollback_targets,
-            "cutover_baselines": cutover_baselines,
-            "cutover_describe_trigger": cutover_describe_trigger,
-            "cutover_probe_entry": cutover_probe_entry,
-            "cutover_switch_entry": cutover_switch_entry,
-            "cutover_state_entry": cutover_state_entry,
+            "cutover_batches_by_component": cutover_batches_by_component,
+            "cutover_components_named": cutover_components_named,
+            "cutover_missing_components": cutover_missing_components,
+            "cutover_guard_problems": cutover_guard_problems,
+            "cutover_probe_suites": cutover_probe_suites,
+            "cutover_releases": cutover_releases,
             "cutover_cli_option": cutover_cli_option,
         }
