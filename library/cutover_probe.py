@@ -74,8 +74,9 @@ options:
   components:
     description:
       - Several components of this host, probed at the same time. Within a component the probes run at the same
-        time too, except those measuring a resource other traffic moves (C(client_count), C(client_growth),
-        C(latency_p50_ms), C(latency_p95_ms), C(used_memory_mb)); those run one by one after the others.
+        time too, except those that load the component (C(concurrency) above 1) or measure what other traffic moves
+        (C(client_count), C(client_growth), C(latency_p50_ms), C(latency_p95_ms), C(used_memory_mb)); those run
+        one by one after the others.
       - Each item is C({name, probes, base_url, baseline, placeholders}) with the meaning of the single-component
         options (C(baseline) and C(placeholders) default to empty, C(base_url) to none).
     type: list

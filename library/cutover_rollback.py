@@ -4,11 +4,11 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: cutover_rollback
-short_description: Do one rollback step on a host, for all of that host's components at once
+short_description: Do rollback steps on a host, for all of that host's components at once
 description:
-  - Carries out one step of cutover's six-step rollback on the managed host, for every component of that host the
-    journal says must go back (O(targets)), and returns the journal entries of what it did, the C(rollback.step)
-    entry (start, end, status and a detail computed on this host) among them.
+  - Carries out steps of cutover's six-step rollback on the managed host, in order, for every component of that host
+    the journal says must go back (O(targets)), and returns the journal entries of what it did, with one
+    C(rollback.step) entry per step (start, end, status and a detail computed on this host).
   - Step V(1) (detect) reads each target's release registry on this host and checks the release it goes back to is
     installed; on the Redis host it checks the run's snapshot is there (O(snapshot)). Nothing is changed.
   - Step V(2) (stop the application) puts the targets in maintenance mode (C(<app_root>/<component>/MAINTENANCE))
@@ -20,14 +20,15 @@ description:
   - Step V(6) (resume service) takes the targets out of maintenance mode and records them rolled back.
   - Step 4 (restart Redis, restore data) runs on the Redis host with cutover_redis_restore.
   - Every step is idempotent, so a rollback cut off in the middle can run the step again.
-  - A step that fails fails the module; its result still carries RV(journal) with the failed C(rollback.step) entry.
+  - A step that fails fails the module and no later step runs; the result still carries RV(journal) with the
+    entries of the steps done and the failed C(rollback.step) entry.
 version_added: "1.1.0"
 author: cutover maintainers
 options:
-  step:
-    description: The rollback step to do on this host.
-    type: int
-    choices: [1, 2, 3, 5, 6]
+  steps:
+    description: The rollback steps to do on this host, in this order (the role groups steps that no hook separates).
+    type: list
+    elements: int
     required: true
   targets:
     description:
@@ -106,9 +107,9 @@ notes:
 """
 
 EXAMPLES = r"""
-- name: Stop the application (rollback step 2)
+- name: Detect, stop the application and restore the old code (rollback steps 1-3)
   cutover_rollback:
-    step: 2
+    steps: [1, 2, 3]
     targets: "{{ cutover_status.host_view[inventory_hostname].rollback.targets }}"
     components: "{{ cutover_components | cutover_plan }}"
     app_root: "{{ cutover_app_root }}"
@@ -116,15 +117,17 @@ EXAMPLES = r"""
     supervisor_config: "{{ cutover_supervisor_config }}"
     run_id: "{{ cutover_run_id }}"
     host_label: "{{ inventory_hostname }}"
-  register: step2
+  register: steps
 """
 
 RETURN = r"""
 detail:
-  description: What the step did on this host, in one line (also the C(detail) of its C(rollback.step) entry).
+  description: What the steps did on this host, one line per step (also the C(detail) of their C(rollback.step)
+    entries).
   returned: always
-  type: str
-  sample: "stopped tts (pid 4242), safety (pid 4250)"
+  type: list
+  elements: str
+  sample: ["stopped tts (pid 4242), safety (pid 4250)"]
 journal:
   description: The step's entries for cutover_journal O(entries) - C(component.stopped), C(component.switched),
     C(component.started), C(probe.result), C(component.state) as they happened, then the C(rollback.step) entry.
@@ -320,7 +323,7 @@ ACTIONS = {1: Step.detect, 2: Step.stop, 3: Step.restore_code, 5: Step.quick_tes
 
 def main() -> None:
     argument_spec: dict[str, Any] = dict(
-        step=dict(type="int", required=True, choices=sorted(ACTIONS)),
+        steps=dict(type="list", elements="int", required=True),
         targets=dict(type="list", elements="dict", default=[]),
         components=dict(type="list", elements="dict", default=[]),
         app_root=dict(type="path", required=True),
@@ -342,21 +345,27 @@ def main() -> None:
     argument_spec.update(redis_connection_argument_spec())
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
                            required_if=[("manager", "supervisor", ["supervisor_config"])])
+    unknown = [step for step in module.params["steps"] if step not in ACTIONS]
+    if unknown or not module.params["steps"]:
+        module.fail_json(msg="steps must be a non-empty list of %s (step 4 is cutover_redis_restore's), got %s"
+                             % (", ".join(map(str, ACTIONS)), module.params["steps"]))
     for index, target in enumerate(module.params["targets"]):
         missing = [field for field in ("name", "from_release", "to_release") if not target.get(field)]
         if missing:
             module.fail_json(msg="targets[%d] needs %s (from the journal's rollback targets)" % (index, ", ".join(missing)))
     step = Step(module)
-    started_at = utc_timestamp()
-    try:
-        detail = ACTIONS[module.params["step"]](step)
-    except (StepFailed, ServiceError, ReleaseError, OSError) as exc:
-        entries = step.entries + [step_entry(module.params["step"], started_at, "failed", str(exc), step.host)]
-        module.fail_json(msg="rollback step %d failed on %s: %s" % (module.params["step"], step.host, exc),
-                         detail=str(exc), journal=entries, changed=step.changed,
-                         exception=traceback.format_exc())
-    entries = step.entries + [step_entry(module.params["step"], started_at, "ok", detail, step.host)]
-    module.exit_json(changed=step.changed, detail=detail, journal=entries)
+    details = []
+    for number in module.params["steps"]:
+        started_at = utc_timestamp()
+        try:
+            detail = ACTIONS[number](step)
+        except (StepFailed, ServiceError, ReleaseError, OSError) as exc:
+            step.entries.append(step_entry(number, started_at, "failed", str(exc), step.host))
+            module.fail_json(msg="rollback step %d failed on %s: %s" % (number, step.host, exc), detail=details + [str(exc)],
+                             journal=step.entries, changed=step.changed, exception=traceback.format_exc())
+        step.entries.append(step_entry(number, started_at, "ok", detail, step.host))
+        details.append(detail)
+    module.exit_json(changed=step.changed, detail=details, journal=step.entries)
 
 
 if __name__ == "__main__":

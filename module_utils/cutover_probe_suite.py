@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
-# Run the probe suites of one host: every component at once, and within a component every probe at once except
-# those that measure a shared resource (connections, latency, memory), which run alone afterwards so other probes'
-# traffic does not move their value. Judged results, their journal entries and the trigger of a failed suite.
+# Run the probe suites of one host: every component at once, and within a component every light probe at once;
+# probes that load the component (concurrent requests) or measure what other traffic moves (connections, latency,
+# memory) run alone afterwards, so no probe's traffic moves another's value or exhausts the component's pool.
+# Judged results, their journal entries and the trigger of a failed suite.
 from __future__ import annotations
 
 import time
@@ -53,18 +54,22 @@ def probe_result(component: str, spec: dict[str, Any], phase: str, baseline: dic
     }
 
 
+def isolated(spec: dict[str, Any]) -> bool:
+    return spec["metric"] in ISOLATED_METRICS or spec.get("concurrency", 1) > 1
+
+
 def run_suite(component: str, specs: list[dict[str, Any]], phase: str, baseline: dict[str, Any],
               redis_options: dict[str, Any], headers: dict[str, str], host: str) -> list[dict[str, Any]]:
     """One component's probes, in spec order in the result: shared ones at once, isolated ones one by one."""
     def run(spec: dict[str, Any]) -> dict[str, Any]:
         return probe_result(component, spec, phase, baseline, redis_options, headers, host)
 
-    shared = [spec for spec in specs if spec["metric"] not in ISOLATED_METRICS]
+    shared = [spec for spec in specs if not isolated(spec)]
     by_name: dict[str, dict[str, Any]] = {}
     if shared:
         with ThreadPoolExecutor(max_workers=len(shared)) as pool:
             by_name.update((result["probe"], result) for result in pool.map(run, shared))
-    by_name.update((spec["name"], run(spec)) for spec in specs if spec["metric"] in ISOLATED_METRICS)
+    by_name.update((spec["name"], run(spec)) for spec in specs if isolated(spec))
     return [by_name[spec["name"]] for spec in specs]
 
 

@@ -185,6 +185,20 @@ def cutover_releases(records: dict[str, Any], field: str) -> dict[str, Any]:
     return {name: (record or {}).get(field) for name, record in (records or {}).items()}
 
 
+def cutover_rollback_groups(hooks: dict[str, Any]) -> list[list[int]]:
+    """The six rollback steps in groups that run in one call per host: a group ends before a step with a before hook,
+    after a step with an after hook, and around step 4 (done on the Redis host by another module)."""
+    groups: list[list[int]] = []
+    for step in range(1, 7):
+        starts_group = not groups or step in (4, 5) or "before_%d" % step in hooks \
+            or "after_%d" % groups[-1][-1] in hooks
+        if starts_group:
+            groups.append([step])
+        else:
+            groups[-1].append(step)
+    return groups
+
+
 def cutover_cli_option(item: dict[str, Any]) -> list[str]:
     """{'key': 'tts', 'value': 200} (an item of dict2items) -> ['--tts', '200']."""
     return ["--%s" % item["key"], str(item["value"])]
@@ -202,5 +216,6 @@ class FilterModule:
             "cutover_guard_problems": cutover_guard_problems,
             "cutover_probe_suites": cutover_probe_suites,
             "cutover_releases": cutover_releases,
+            "cutover_rollback_groups": cutover_rollback_groups,
             "cutover_cli_option": cutover_cli_option,
         }
