@@ -140,7 +140,7 @@ def rollback_progress(targets: dict[str, list[dict[str, Any]]], redis_host: str 
                      "detail": attempts[host][view["failed"]].get("detail")}
                     for host, view in hosts.items() if view["failed"] is not None), None)
     pending_steps = [view["next"] for view in hosts.values() if view["next"] is not None]
-    return {"hosts": hosts, "failed": failure, "complete": not pending_steps and failure is None,
+    return {"hosts": hosts, "failed": failure, "complete": bool(hosts) and not pending_steps and failure is None,
             "next_step": min(pending_steps, default=None), "step_names": ROLLBACK_STEP_NAMES,
             "components": [target["name"] for host_targets in targets.values() for target in host_targets]}
 

@@ -57,9 +57,10 @@ def rolled_back_run() -> Journal:
     return journal
 
 
-def test_figures_come_from_the_verdict_the_stops_and_step_6():
+def test_figures_come_from_the_verdict_the_stops_after_it_and_step_6():
+    # the rollout's stops of tts (01.000) and safety (03.000) precede the verdict: no part of the rollback
     figures = bench.rollback_figures(rolled_back_run().entries)
-    assert figures == pytest.approx({"mttr_s": 11.0 - 4.5, "exposure_s": 5.25 - 4.5, "outage_s": 11.0 - 1.0})
+    assert figures == pytest.approx({"mttr_s": 11.0 - 4.5, "exposure_s": 5.25 - 4.5, "outage_s": 11.0 - 5.25})
 
 
 def test_stops_before_the_verdict_and_of_other_components_are_not_the_failing_process_going():
@@ -67,7 +68,8 @@ def test_stops_before_the_verdict_and_of_other_components_are_not_the_failing_pr
     # safety's rollback stop now comes after tts's (05.400): exposure still follows safety's own stop, and
     # safety's deploy stop (03.000) is before the verdict
     journal.entries[7]["ts"] = "2026-12-04T19:00:05.900Z"
-    assert bench.rollback_figures(journal.entries)["exposure_s"] == pytest.approx(5.9 - 4.5)
+    figures = bench.rollback_figures(journal.entries)
+    assert (figures["exposure_s"], figures["outage_s"]) == pytest.approx((5.9 - 4.5, 11.0 - 5.4))
 
 
 def test_only_a_critical_failing_canary_or_verify_verdict_counts():
@@ -87,7 +89,7 @@ def test_only_a_critical_failing_canary_or_verify_verdict_counts():
 
 def test_several_hosts_take_the_earliest_verdict_its_own_host_stop_and_the_last_step_6():
     journal = Journal()
-    journal.stopped("00.500", "safety", host="app-2")
+    journal.stopped("00.500", "safety", host="app-2")  # the rollout's restart on app-2
     # app-2's failing verdict is journaled first but happened later than app-1's
     journal.probe("02.000", "safety", "fail", host="app-2")
     journal.probe("01.000", "safety", "fail", host="app-1")
@@ -98,7 +100,7 @@ def test_several_hosts_take_the_earliest_verdict_its_own_host_stop_and_the_last_
     verdict = bench.failing_verdict(journal.entries)
     assert (verdict["host"], verdict["seq"]) == ("app-1", 3)
     assert bench.rollback_figures(journal.entries) == pytest.approx(
-        {"mttr_s": 9.0 - 1.0, "exposure_s": 3.5 - 1.0, "outage_s": 9.0 - 0.5})
+        {"mttr_s": 9.0 - 1.0, "exposure_s": 3.5 - 1.0, "outage_s": 9.0 - 3.0})
 
 
 def test_a_rerun_step_6_counts_its_last_ok_end():
@@ -124,7 +126,8 @@ def without(journal: Journal, event: str, **match: Any) -> list[dict[str, Any]]:
     (without(rolled_back_run(), "probe.result", verdict="fail"),
      "no failing verdict: no probe.result entry with data.verdict in (fail, error), data.critical true and "
      "data.phase in (canary, verify)"),
-    (without(rolled_back_run(), "component.stopped"), "no component.stopped entry at all"),
+    (without(rolled_back_run(), "component.stopped"),
+     "no component.stopped entry at or after the failing verdict (2026-12-04T19:00:04.500Z)"),
     (without(rolled_back_run(), "component.stopped", component="safety"),
      "no component.stopped entry of safety on app-1 at or after its failing verdict (2026-12-04T19:00:04.500Z)"),
     (without(rolled_back_run(), "rollback.step", step=6),
@@ -142,6 +145,10 @@ def test_only_a_stop_before_the_verdict_is_no_process_gone():
                                                           and entry["component"] == "safety" and entry["seq"] > 5)]
     with pytest.raises(bench.JournalFigureError, match="no component.stopped entry of safety on app-1"):
         bench.rollback_figures(entries)
+    rollout_stops_only = [entry for entry in journal.entries if not (entry["event"] == "component.stopped"
+                                                                     and entry["seq"] > 5)]
+    with pytest.raises(bench.JournalFigureError, match="no component.stopped entry at or after the failing verdict"):
+        bench.rollback_figures(rollout_stops_only)
 
 
 def test_bad_times_are_named():
@@ -178,7 +185,8 @@ def test_summary_takes_medians_and_divides_them():
     summary = bench.summarize(runs)
     assert summary == pytest.approx({"mttr_s": 7.0, "exposure_s": 1.0, "outage_s": 5.0, "floor_s": 2.5,
                                      "mttr_vs_floor": 2.8})
-    assert bench.result_line(summary) == "RESULT mttr_s=7.00 exposure_s=1.00 outage_s=5.00 floor_s=2.50 mttr_vs_floor=2.80"
+    assert bench.result_line(summary) == ("RESULT mttr_s=7.00 exposure_s=1.00 outage_s=5.00 floor_s=2.50 "
+                                          "mttr_vs_floor=2.80")
     assert bench.goal_lines(dict(summary, healthy_migrate_s=61.0)) == [
         "goal mttr_s <= 8: met (7.00)", "goal exposure_s <= 2: met (1.00)", "goal outage_s <= 6: met (5.00)",
         "goal mttr_vs_floor <= 3: met (2.80)", "goal healthy_migrate_s <= 60: MISSED (61.00)"]

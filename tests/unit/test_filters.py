@@ -64,34 +64,47 @@ def test_batches_put_the_canary_first(hosts, canary, size, batches):
     assert filters.cutover_batches(hosts, canary, size) == batches
 
 
-def test_rollback_targets_join_the_plan_and_skip_unchanged():
-    plan = filters.cutover_plan(COMPONENTS)
-    switched = [
-        {"name": "tts", "host": "h", "from_release": "legacy", "to_release": "migrated", "state": "failed"},
-        {"name": "safety", "host": "h", "from_release": "migrated", "to_release": "migrated", "state": "migrated"},
-    ]
-    targets = filters.cutover_rollback_targets(switched, plan)
-    assert [(t["name"], t["from_release"], t["namespaces"]) for t in targets] == [("tts", "legacy", ["tts:*"])]
-    with pytest.raises(AnsibleFilterError, match="does not include"):
-        filters.cutover_rollback_targets([dict(switched[0], name="gone")], plan)
+def test_components_named_keeps_the_order_given_and_refuses_unknown_names():
+    assert [c["name"] for c in filters.cutover_components_named(COMPONENTS, ["tts", "validator"])] == ["tts", "validator"]
+    assert filters.cutover_components_named(COMPONENTS, []) == []
+    with pytest.raises(AnsibleFilterError, match="does not define; allowed: validator, tts"):
+        filters.cutover_components_named(COMPONENTS, ["gone"])
 
 
-def test_trigger_description_names_probe_value_and_threshold():
-    text = filters.cutover_describe_trigger({"component": "tts", "probe": "seeded_hit_ratio", "host": "h",
-                                             "value": 0.0, "baseline": 1.0, "threshold": ">= 0.95"})
-    assert text == "probe tts/seeded_hit_ratio on h: value 0.0, baseline 1.0, threshold >= 0.95"
-    assert filters.cutover_describe_trigger({"reason": "operator asked"}) == "operator asked"
+def test_guard_problems_name_the_variable_and_what_is_allowed():
+    values = {name: lowest for name, (lowest, _meaning) in filters.NUMBER_RULES.items()}
+    values.update(cutover_rollback_restore_policy="missing_only", cutover_snapshot_mode="logical",
+                  cutover_deploy_hooks={"after_verify": "x.yml"}, cutover_rollback_hooks={"before_4": "y.yml"})
+    assert filters.cutover_guard_problems(values) == []
+    bad = dict(values, cutover_deploy_canary_hosts=-1, cutover_watch_duration_s="abc",
+               cutover_rollback_restore_policy="whole_rdb", cutover_deploy_hooks={"after_verfy": "x.yml"},
+               cutover_rollback_hooks={"before_7": "y.yml"})
+    problems = filters.cutover_guard_problems(bad)
+    assert "cutover_deploy_canary_hosts must be >= 0 (hosts in each component's first batch), got -1" in problems
+    assert any(p.startswith("cutover_watch_duration_s must be a whole number >= 0") for p in problems)
+    assert any(p.startswith("cutover_rollback_restore_policy whole_rdb swaps in an RDB file") for p in problems)
+    assert any("cutover_deploy_hooks has the key 'after_verfy', which is not a known hook; allowed: before_stage"
+               in p for p in problems)
+    assert any("cutover_rollback_hooks has the key 'before_7'" in p for p in problems)
 
 
-def test_journal_entries_and_baselines():
-    entry = filters.cutover_probe_entry({"component": "tts", "probe": "p", "phase": "baseline", "value": 3,
-                                         "verdict": "recorded", "ignored": 1}, "h")
-    assert entry["event"] == "probe.result" and entry["component"] == "tts" and entry["data"]["value"] == 3
-    assert "ignored" not in entry["data"]
-    baselines = filters.cutover_baselines([{"component": "tts", "probe": "p", "value": 1},
-                                           {"component": "tts", "probe": "p", "value": 2}])
-    assert baselines == {"tts": {"p": 2}}
-    target = {"name": "tts", "from_release": "legacy", "to_release": "migrated"}
-    assert filters.cutover_switch_entry(target, "h")["data"] == {"from_release": "migrated", "to_release": "legacy"}
-    assert filters.cutover_state_entry(target, "h", "rolled_back")["data"] == {"state": "rolled_back", "release": "legacy"}
+def test_batches_refuse_negative_sizes_with_a_clear_error():
+    with pytest.raises(AnsibleFilterError, match="must be whole numbers >= 0, got -1 and 0"):
+        filters.cutover_batches(["a", "b"], -1, 0)
+    assert filters.cutover_batches_by_component({"tts": ["a", "b", "c"]}, 1, 1) == {"tts": [["a"], ["b"], ["c"]]}
+
+
+def test_rollback_groups_split_where_a_hook_runs():
+    assert filters.cutover_rollback_groups({}) == [[1, 2, 3], [4], [5, 6]]
+    assert filters.cutover_rollback_groups({"before_2": "a", "after_5": "b"}) == [[1], [2, 3], [4], [5], [6]]
+    assert filters.cutover_rollback_groups({"after_1": "a"}) == [[1], [2, 3], [4], [5, 6]]
+
+
+def test_probe_suites_carry_baseline_and_release():
+    suites = filters.cutover_probe_suites(filters.cutover_plan(COMPONENTS)[1:2], {"tts": {"p": 1.0}}, {"tts": "legacy"})
+    assert suites == [{"name": "tts", "probes": [{"name": "p"}], "base_url": "http://127.0.0.1:1",
+                       "baseline": {"p": 1.0}, "placeholders": {"release": "legacy"}}]
+
+
+def test_cli_option():
     assert filters.cutover_cli_option({"key": "tts", "value": 5}) == ["--tts", "5"]

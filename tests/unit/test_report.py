@@ -6,13 +6,13 @@ from typing import Any
 
 import pytest
 
+from ansible.module_utils.cutover_events import ROLLBACK_STEP_NAMES as STEP_NAMES
 from ansible.module_utils.cutover_report import build_report, render_markdown
 
 RUN_ID = "20261125T222114Z"
 T0 = datetime(2026, 11, 25, 22, 21, 14, 123000, tzinfo=timezone.utc)
 SHA = "9f2c" * 16
 TRIGGER = {"component": "tts", "probe": "tts_cached_latency_ms", "value": 412.0, "baseline": 38.5, "threshold": 3.0}
-STEP_NAMES = {1: "detect", 2: "stop", 3: "restore_code", 4: "restore_data", 5: "quick_test", 6: "resume"}
 
 
 def ts(second: int) -> str:
@@ -27,9 +27,11 @@ def journal(*events: tuple) -> list[dict[str, Any]]:
 
 
 def started(playbook: str = "migrate", components: list[str] | None = None, **extra: Any) -> tuple:
+    components = components or ["safety", "tts"]
     return ("run.started", None, None, {"playbook": playbook, "target_release": "migrated",
-                                         "components": components or ["safety", "tts"], "controller": "ops1",
-                                         "user": "alice", **extra})
+                                         "components": components, "controller": "ops1", "user": "alice",
+                                         "hosts": {name: ["toy1"] for name in components}, "redis_host": "toy1",
+                                         **extra})
 
 
 def snapshot() -> tuple:
@@ -54,7 +56,7 @@ def state(component: str, value: str, release: str) -> tuple:
 
 
 def step(number: int, status: str = "ok", detail: str = "") -> tuple:
-    return ("rollback.step", None, None, {"step": number, "name": STEP_NAMES[number], "status": status,
+    return ("rollback.step", None, "toy1", {"step": number, "name": STEP_NAMES[number], "status": status,
                                           "started_at": "s%d-%s" % (number, status), "ended_at": "e%d" % number,
                                           "detail": detail})
 
@@ -78,7 +80,9 @@ def healthy_migrate() -> list[dict[str, Any]]:
         state("safety", "migrated", "migrated"),
         *deploy("tts"), probe("tts", "tts_cached_latency_ms", "canary", "pass", 40.1, 38.5, 3.0),
         state("tts", "migrated", "migrated"),
+        ("watch.started", None, None, {"duration_s": 4, "interval_s": 2, "rounds": 2}),
         probe("tts", "tts_cached_latency_ms", "watch", "pass", 39.0, 38.5, 3.0),
+        ("watch.finished", None, None, {"rounds": 2, "reason": "window ended"}),
         audited(0),
         finished("migrated"),
     )
@@ -126,7 +130,7 @@ def test_healthy_migrate_report_has_exact_fields():
         "playbook": "migrate",
         "outcome": "migrated",
         "started_at": ts(1),
-        "finished_at": ts(15),
+        "finished_at": ts(17),
         "target_release": "migrated",
         "target_run_id": None,
         "message": "done",
@@ -239,7 +243,7 @@ def test_markdown_rolled_back_summary():
     assert lines[2].startswith("**Outcome: rolled_back** (migrate to release `migrated`)")
     assert "Probe `tts_cached_latency_ms` of component `tts`: value **412.0** vs baseline 38.5 (threshold 3.0)." in lines
     assert "| tts | toy1 | legacy | migrated | rolled_back |" in lines
-    assert "| 4 | restore_data | ok | s4-ok | e4 |  |" in lines
+    assert "| 4 | restart_redis_restore_data | ok | s4-ok | e4 |  |" in lines
     assert "1 of 3 probe results failed or errored:" in lines
     assert "No keys lost (120 keys before, 120 after)." in lines
     assert "`%s-redis`: 120 keys, sha256 `%s`, verified." % (RUN_ID, SHA) in lines
@@ -256,7 +260,7 @@ def test_markdown_unfinished_rollback_flags_missing_steps_and_data_loss():
     assert text.startswith("# Cutover run %s: FAILED - needs a human\n" % RUN_ID)
     assert "**the run never finished**" in text
     assert "Reason given: operator: TTS answers slowly" in text
-    assert "| 4 | restore_data | failed | s4-failed | e4 |" in text
+    assert "| 4 | restart_redis_restore_data | failed | s4-failed | e4 |" in text
     assert "| 5 | - | **not recorded** | - | - |" in text
     assert "No probe results recorded." in text
     assert "**DATA LOSS: 7 keys lost** (120 keys before, 113 after)." in text

@@ -1,0 +1,135 @@
+"""Where a run stands, from its journal alone (module_utils/cutover_run.py): the answer every play starts from."""
+from __future__ import annotations
+
+from typing import Any
+
+from ansible.module_utils.cutover_events import ROLLBACK_STEP_NAMES
+from ansible.module_utils.cutover_run import closing_outcome, run_state
+
+RUN = "20261204T100000Z"
+HOSTS = {"tts": ["app-1", "app-2"], "safety": ["app-2", "app-3"]}
+BATCHES = {"tts": [["app-1"], ["app-2"]], "safety": [["app-2"], ["app-3"]]}
+
+
+def journal(*events: tuple, run_id: str = RUN) -> list[dict[str, Any]]:
+    return [{"seq": seq, "ts": "2026-12-04T10:00:%02d.000Z" % seq, "run_id": run_id, "event": event,
+             "host": host, "component": component, "data": data}
+            for seq, (event, component, host, data) in enumerate(events, start=1)]
+
+
+def started(**extra: Any) -> tuple:
+    data = {"playbook": "migrate", "target_release": "migrated", "components": ["tts", "safety"],
+            "controller": "c", "user": "u", "hosts": HOSTS, "batches": BATCHES, "redis_host": "redis-1",
+            "journal_host": "journal-1"}
+    return ("run.started", None, None, {**data, **extra})
+
+
+def preflight(host: str, **releases: str) -> tuple:
+    return ("preflight.checked", None, host, {"checks": [], "releases": releases})
+
+
+def deployed(component: str, host: str, state: str | None = "migrated", switched: bool = True) -> list[tuple]:
+    events = [("component.deploying", component, host, {"from_release": "legacy", "to_release": "migrated"})]
+    if switched:
+        events.append(("component.switched", component, host, {"from_release": "legacy", "to_release": "migrated"}))
+    if state:
+        events.append(("component.state", component, host, {"state": state, "release": "migrated"}))
+    return events
+
+
+def step(number: int, host: str, status: str = "ok") -> tuple:
+    return ("rollback.step", None, host, {"step": number, "name": ROLLBACK_STEP_NAMES[number], "status": status,
+                                          "started_at": "a", "ended_at": "b", "detail": "d"})
+
+
+PREFLIGHT = [preflight("app-1", tts="legacy"), preflight("app-2", tts="legacy", safety="legacy"),
+             preflight("app-3", safety="legacy"), preflight("redis-1")]
+TRIGGER = ("rollback.triggered", "tts", "app-1", {"trigger": {"component": "tts", "host": "app-1", "probe": "p",
+                                                              "value": 0, "baseline": 1, "threshold": ">= 1"}})
+
+
+def test_waves_are_components_in_plan_order_batches_canary_first():
+    state = run_state(journal(started()))
+    assert [(w["component"], w["hosts"], w["phase"]) for w in state["waves"]] == [
+        ("tts", ["app-1"], "canary"), ("tts", ["app-2"], "verify"),
+        ("safety", ["app-2"], "canary"), ("safety", ["app-3"], "verify")]
+    assert state["stage"] == "started" and state["outcome"] is None
+    assert state["host_view"]["app-2"]["components"] == ["tts", "safety"]
+
+
+def test_a_fault_on_the_canary_rolls_back_only_the_canary():
+    state = run_state(journal(started(), *PREFLIGHT, *deployed("tts", "app-1", state="failed"), TRIGGER))
+    rollback = state["rollback"]
+    assert rollback["hosts"] == {
+        "app-1": {"targets": [{"name": "tts", "from_release": "legacy", "to_release": "migrated"}],
+                  "steps": [1, 2, 3, 5, 6], "done": [], "failed": None, "next": 1},
+        "redis-1": {"targets": [], "steps": [1, 4], "done": [], "failed": None, "next": 1}}
+    assert rollback["components"] == ["tts"] and state["stage"] == "rollback"
+    assert state["trigger_text"] == "probe tts/p on app-1: value 0, baseline 1, threshold >= 1"
+
+
+def test_a_fault_in_the_second_batch_rolls_back_both_batches():
+    events = [started(), *PREFLIGHT, *deployed("tts", "app-1"), *deployed("tts", "app-2", state="failed"), TRIGGER]
+    hosts = run_state(journal(*events))["rollback"]["hosts"]
+    assert sorted(hosts) == ["app-1", "app-2", "redis-1"]
+    assert [t["name"] for t in hosts["app-2"]["targets"]] == ["tts"]
+
+
+def test_a_deploy_cut_off_is_rolled_back_but_one_that_failed_before_its_switch_is_not():
+    cut_off = journal(started(), *PREFLIGHT, *deployed("tts", "app-1", state=None, switched=False), TRIGGER)
+    assert run_state(cut_off)["rollback"]["hosts"]["app-1"]["targets"][0]["name"] == "tts"
+    refused = journal(started(), *PREFLIGHT, *deployed("tts", "app-1", state="failed", switched=False), TRIGGER)
+    assert "app-1" not in run_state(refused)["rollback"]["hosts"]
+
+
+def test_progress_per_host_and_outcome_once_every_host_is_done():
+    events = [started(), *PREFLIGHT, *deployed("tts", "app-1", state="failed"), TRIGGER,
+              step(1, "app-1"), step(1, "redis-1"), step(2, "app-1"), step(3, "app-1"), step(4, "redis-1")]
+    state = run_state(journal(*events))
+    assert state["rollback"]["hosts"]["app-1"]["next"] == 5 and state["rollback"]["hosts"]["redis-1"]["next"] is None
+    assert state["rollback"]["next_step"] == 5 and state["outcome"] is None
+    assert closing_outcome(state) == ("failed", "the rollback stopped before step 5 without recording why; "
+                                                "check the hosts")
+    done = run_state(journal(*events, step(5, "app-1"), step(6, "app-1")))
+    assert done["rollback"]["complete"] and done["outcome"] == "rolled_back"
+    assert done["message"].startswith("rolled back: probe tts/p on app-1")
+
+
+def test_a_failed_step_fails_the_run_and_names_host_and_step():
+    state = run_state(journal(started(), *PREFLIGHT, *deployed("tts", "app-1", state="failed"), TRIGGER,
+                              step(1, "app-1"), step(1, "redis-1"), step(4, "redis-1", "failed")))
+    assert state["rollback"]["failed"] == {"host": "redis-1", "step": 4, "name": "restart_redis_restore_data",
+                                           "detail": "d"}
+    assert state["outcome"] == "failed" and "rollback step 4 (restart_redis_restore_data) failed on redis-1" in \
+        state["message"]
+
+
+def test_migrated_only_once_every_host_migrated_and_the_watch_ended():
+    events = [started(), *PREFLIGHT] + [event for component, hosts in HOSTS.items() for host in hosts
+                                        for event in deployed(component, host)]
+    state = run_state(journal(*events))
+    assert state["rollout_complete"] and state["outcome"] is None
+    watched = run_state(journal(*events, ("watch.started", None, None, {"duration_s": 0, "interval_s": 1, "rounds": 0}),
+                                ("watch.finished", None, None, {"rounds": 0, "reason": "window ended"})))
+    assert watched["outcome"] == "migrated" and watched["stage"] == "watch"
+    assert watched["host_view"]["app-2"]["releases"]["safety"]["from_release"] == "legacy"
+
+
+def test_an_aborted_run_failed_before_anything_changed():
+    state = run_state(journal(started(), ("run.aborted", None, "app-3", {"stage": "preflight", "message": "down"})))
+    assert state["aborted"] == {"stage": "preflight", "message": "down", "host": "app-3"}
+    assert state["outcome"] == "failed" and state["message"] == "preflight failed on app-3: down"
+
+
+def test_a_rollback_run_rolls_back_what_its_target_switched():
+    target = journal(started(), *PREFLIGHT, *deployed("tts", "app-1"), *deployed("tts", "app-2"),
+                     ("snapshot.created", None, "redis-1", {"id": RUN, "path": "/s", "keys": 1, "namespaces": {},
+                                                            "sha256": "x", "verified": True, "mode": "logical"}))
+    rollback = journal(("run.started", None, None, {"playbook": "rollback", "components": ["tts", "safety"],
+                                                    "controller": "c", "user": "u", "target_run_id": RUN,
+                                                    "hosts": HOSTS, "redis_host": "redis-1"}),
+                       ("rollback.triggered", None, None, {"trigger": {"reason": "operator", "run_id": RUN}}),
+                       run_id="20261204T110000Z")
+    state = run_state(rollback, target)
+    assert sorted(state["rollback"]["hosts"]) == ["app-1", "app-2", "redis-1"]
+    assert state["snapshot"]["path"] == "/s" and state["target_run_id"] == RUN
