@@ -30,6 +30,34 @@ options:
   component:
     description: Name of the component. Default the last part of O(root). A registry of another component is reported with a warning.
     type: str
+  target:
+    description:
+      - A release about to be deployed; RV(target) then says whether it is installed (and its status) and which
+        Python environment its install would use, and whether that environment exists (reused) or would be built.
+        Nothing is written; the interpreter is asked its version.
+    type: dict
+    suboptions:
+      release:
+        description: The release name.
+        type: str
+        required: true
+      requirements:
+        description: Content of the release's requirements file.
+        type: str
+        required: true
+      python:
+        description: Interpreter that builds the environment (as cutover_release O(python)).
+        type: path
+        required: true
+      pip_args:
+        description: Extra pip arguments (as cutover_release O(pip_args)).
+        type: list
+        elements: str
+        default: []
+      env_root:
+        description: Folder of the shared environments (as cutover_release O(env_root)).
+        type: path
+        required: true
 seealso:
   - module: cutover_release
 """
@@ -95,6 +123,12 @@ releases:
     - {name: legacy, status: ok, installed_at: "2026-11-25T22:21:14.123Z", activated_at: ["2026-11-25T22:21:15.001Z"],
        failed_reason: null, failed_at: null, env: /opt/toy/venvs/3f1c0a9e5d7b42c1a8e6f0b2d4c6e8a0,
        source_sha256: 9b4e..., present: true}
+target:
+  description: With O(target), what deploying that release here would do.
+  returned: when O(target) is given
+  type: dict
+  sample: {release: migrated, installed: false, status: null, env: /opt/toy/venvs/3f1c0a9e5d7b42c1a8e6f0b2d4c6e8a0,
+           env_exists: true}
 history:
   description: Every recorded switch, oldest first.
   returned: always
@@ -107,7 +141,8 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.cutover_release import (
-    COMPONENT_PATTERN, CURRENT_LINK, ComponentView, ReleaseError, inspect_component, ordered_releases,
+    COMPONENT_PATTERN, CURRENT_LINK, ComponentView, ReleaseError, env_is_complete, env_spec, inspect_component,
+    ordered_releases, probe_interpreter,
 )
 
 RELEASE_FIELDS = ("status", "installed_at", "activated_at", "failed_reason", "failed_at", "env", "source_sha256")
@@ -137,6 +172,15 @@ def describe_view(view: ComponentView, component: str) -> dict:
     }
 
 
+def target_plan(view: ComponentView, target: dict) -> dict:
+    """What deploying target["release"] would do here: installed already, or which env it would use or build."""
+    spec = env_spec(os.path.abspath(target["env_root"]), "requirements.txt", target["requirements"].encode("utf-8"),
+                    probe_interpreter(target["python"], 60), target["pip_args"] or [])
+    entry = view.registry["releases"].get(target["release"]) or {}
+    return {"release": target["release"], "installed": target["release"] in view.installed,
+            "status": entry.get("status"), "env": spec.path, "env_exists": env_is_complete(spec.path)}
+
+
 def view_warnings(view: ComponentView, component: str) -> list[str]:
     warnings = list(view.warnings)
     if view.registry.get("component") != component:
@@ -155,6 +199,13 @@ def main() -> None:
         argument_spec=dict(
             root=dict(type="path", required=True),
             component=dict(type="str"),
+            target=dict(type="dict", options=dict(
+                release=dict(type="str", required=True),
+                requirements=dict(type="str", required=True),
+                python=dict(type="path", required=True),
+                pip_args=dict(type="list", elements="str", default=[]),
+                env_root=dict(type="path", required=True),
+            )),
         ),
         supports_check_mode=True,
     )
@@ -165,11 +216,14 @@ def main() -> None:
                              "with a letter" % component)
     try:
         view = inspect_component(root, component)
+        result = describe_view(view, component)
+        if module.params["target"]:
+            result["target"] = target_plan(view, module.params["target"])
     except ReleaseError as exc:
         module.fail_json(msg=str(exc), component=component)
     for warning in view_warnings(view, component):
         module.warn(warning)
-    module.exit_json(**describe_view(view, component))
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

@@ -199,6 +199,57 @@ def cutover_rollback_groups(hooks: dict[str, Any]) -> list[list[int]]:
     return groups
 
 
+def _probe_names(component: dict[str, Any], critical_only: bool = False) -> str:
+    names = [probe.get("name", "?") for probe in component["probes"] if probe.get("critical", True) or not critical_only]
+    return "%s: %s" % (component["name"], ", ".join(names) or "none")
+
+
+def cutover_dry_run_plan(status: dict[str, Any], components: list[dict[str, Any]], watch_duration_s: Any,
+                         watch_interval_s: Any, snapshot_mode: str) -> list[str]:
+    """The plan a dry run prints: components in order, hosts and batches, snapshot, probes of each phase, watch."""
+    by_name = {component["name"]: component for component in cutover_plan(components)}
+    planned = [by_name[name] for name in status["plan"]]
+    lines = ["Dry run of a migrate to release %s (run %s); nothing was changed on any host."
+             % (status["target_release"], status["run_id"]),
+             "Components in order, hosts in batches (canary first):"]
+    for position, component in enumerate(planned, start=1):
+        batches = [wave["hosts"] for wave in status["waves"] if wave["component"] == component["name"]]
+        lines.append("  %d. %s (%s): %s" % (position, component["name"], component["kind"],
+                                            " then ".join("[%s]" % ", ".join(hosts) for hosts in batches)))
+    namespaces = sorted({pattern for component in planned for pattern in component["namespaces"]})
+    lines.append("Snapshot on %s, mode %s, of %s." % (status["redis_host"], snapshot_mode, ", ".join(namespaces) or
+                                                       "no namespace"))
+    lines.append("Probes of the baseline, canary, verify and watch phases: %s."
+                 % "; ".join(_probe_names(component) for component in planned))
+    lines.append("Probes of the rollback's quick test (critical only): %s."
+                 % "; ".join(_probe_names(component, critical_only=True) for component in planned))
+    lines.append("Watch window: %s s, a round every %s s." % (watch_duration_s, watch_interval_s))
+    return lines
+
+
+def cutover_dry_run_host(releases: list[dict[str, Any]], snapshot: dict[str, Any] | None) -> list[str]:
+    """What a dry run would do on one host: each component's release and environment, the snapshot's key counts."""
+    lines = []
+    for result in releases:
+        target = result.get("target") or {}
+        if not target:
+            lines.append("%s: cannot tell (%s)" % (result["item"]["name"], result.get("msg", "no release info")))
+        elif result.get("current") == target["release"]:
+            lines.append("%s: already runs %s" % (result["item"]["name"], target["release"]))
+        elif target["installed"]:
+            lines.append("%s: %s -> %s, already installed (%s): switch only"
+                         % (result["item"]["name"], result.get("current"), target["release"], target["status"]))
+        else:
+            lines.append("%s: %s -> %s, install with environment %s (%s)"
+                         % (result["item"]["name"], result.get("current"), target["release"], target["env"],
+                            "reused" if target["env_exists"] else "to be built"))
+    if snapshot:
+        counts = ", ".join("%s %s" % (pattern, count) for pattern, count in (snapshot.get("namespaces") or {}).items())
+        lines.append("snapshot %s: %s keys (%s) into %s" % (snapshot.get("mode"), snapshot.get("keys"), counts or "-",
+                                                           snapshot.get("path")))
+    return lines
+
+
 def cutover_cli_option(item: dict[str, Any]) -> list[str]:
     """{'key': 'tts', 'value': 200} (an item of dict2items) -> ['--tts', '200']."""
     return ["--%s" % item["key"], str(item["value"])]
@@ -217,5 +268,7 @@ class FilterModule:
             "cutover_probe_suites": cutover_probe_suites,
             "cutover_releases": cutover_releases,
             "cutover_rollback_groups": cutover_rollback_groups,
+            "cutover_dry_run_plan": cutover_dry_run_plan,
+            "cutover_dry_run_host": cutover_dry_run_host,
             "cutover_cli_option": cutover_cli_option,
         }
