@@ -227,22 +227,30 @@ def cutover_dry_run_plan(status: dict[str, Any], components: list[dict[str, Any]
     return lines
 
 
-def cutover_dry_run_host(releases: list[dict[str, Any]], snapshot: dict[str, Any] | None) -> list[str]:
+def cutover_requirements(components: list[dict[str, Any]], release_dir: str) -> dict[str, str]:
+    """Component -> the content of its requirements.txt in a release folder on the controller (when it has one)."""
+    texts = {}
+    for component in components:
+        path = os.path.join(release_dir, component["name"], "requirements.txt")
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as handle:
+                texts[component["name"]] = handle.read()
+    return texts
+
+
+def cutover_dry_run_host(preflight: dict[str, Any], snapshot: dict[str, Any] | None, release: str) -> list[str]:
     """What a dry run would do on one host: each component's release and environment, the snapshot's key counts."""
     lines = []
-    for result in releases:
-        target = result.get("target") or {}
-        if not target:
-            lines.append("%s: cannot tell (%s)" % (result["item"]["name"], result.get("msg", "no release info")))
-        elif result.get("current") == target["release"]:
-            lines.append("%s: already runs %s" % (result["item"]["name"], target["release"]))
-        elif target["installed"]:
-            lines.append("%s: %s -> %s, already installed (%s): switch only"
-                         % (result["item"]["name"], result.get("current"), target["release"], target["status"]))
+    for name, target in (preflight.get("targets") or {}).items():
+        current = (preflight.get("releases") or {}).get(name)
+        if current == release:
+            lines.append("%s: already runs %s" % (name, release))
+        elif target.get("installed"):
+            lines.append("%s: %s -> %s, already installed (%s): switch only" % (name, current, release, target["status"]))
         else:
             lines.append("%s: %s -> %s, install with environment %s (%s)"
-                         % (result["item"]["name"], result.get("current"), target["release"], target["env"],
-                            "reused" if target["env_exists"] else "to be built"))
+                         % (name, current, release, target.get("env", "?"),
+                            "reused" if target.get("env_exists") else "to be built"))
     if snapshot:
         counts = ", ".join("%s %s" % (pattern, count) for pattern, count in (snapshot.get("namespaces") or {}).items())
         lines.append("snapshot %s: %s keys (%s) into %s" % (snapshot.get("mode"), snapshot.get("keys"), counts or "-",
@@ -270,5 +278,6 @@ class FilterModule:
             "cutover_rollback_groups": cutover_rollback_groups,
             "cutover_dry_run_plan": cutover_dry_run_plan,
             "cutover_dry_run_host": cutover_dry_run_host,
+            "cutover_requirements": cutover_requirements,
             "cutover_cli_option": cutover_cli_option,
         }

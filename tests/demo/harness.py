@@ -31,6 +31,7 @@ FAULTY_RELEASES = {
     "faulty-safety-fail-open": "safety",
     "faulty-alerts-lost": "monitoring",
     "faulty-connection-leak": "security",
+    "faulty-host-override": "tts",
 }
 START_TIMEOUT_S = 20.0
 EXIT_LISTEN = 4  # a service's exit code when its port is taken

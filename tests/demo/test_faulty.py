@@ -45,6 +45,21 @@ def test_pool_exhaustion_fails_most_concurrent_cache_misses(launcher: Launcher, 
     assert "No connection available" in faulty.log()
 
 
+def test_host_override_breaks_only_the_hosts_that_carry_the_old_pool_file(launcher: Launcher, redis_server) -> None:
+    clean_host = launcher.start("faulty-host-override", "tts", redis_server.port, settings={"synthesis_ms": 300})
+    (launcher.work_dir / "pool.override").write_text("minsize=1\n")  # the aioredis-era tuning of some hosts
+    tuned_host = launcher.start("faulty-host-override", "tts", redis_server.port, settings={"synthesis_ms": 300})
+    assert clean_host.get("/healthz").json()["pool"]["max"] > 1
+    assert tuned_host.get("/healthz").json()["pool"]["max"] == 1
+
+    clean_replies = concurrent_speak(clean_host, ["miss-clean-%d" % i for i in range(20)])
+    tuned_replies = concurrent_speak(tuned_host, ["miss-tuned-%d" % i for i in range(20)])
+
+    assert [reply.status for reply in clean_replies] == [200] * 20
+    assert len([reply for reply in tuned_replies if reply.status != 200]) >= 11
+    assert "No connection available" in tuned_host.log()
+
+
 def test_bytes_str_loses_cached_audio_and_is_slow(launcher: Launcher, redis_server) -> None:
     client = redis_server.client()
     seed_only(redis_server.port, tts=10)
