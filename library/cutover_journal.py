@@ -57,8 +57,8 @@ options:
     type: dict
   event:
     description:
-      - Dotted lower-case event name, e.g. V(run.started), V(component.switched), V(rollback.step).
-      - The events the report understands are listed in C(docs/ARCHITECTURE.md).
+      - An event of the journal schema, e.g. V(run.started), V(component.switched), V(rollback.step); every event
+        and its fields are listed in C(docs/ARCHITECTURE.md) (rendered from C(module_utils/cutover_events.py)).
       - With O(state=append), give either O(event) or O(entries).
     type: str
   component:
@@ -84,7 +84,7 @@ options:
     elements: dict
     suboptions:
       event:
-        description: Dotted lower-case event name.
+        description: An event of the journal schema.
         type: str
         required: true
       component:
@@ -139,8 +139,9 @@ EXAMPLES = r"""
     run_id: "{{ cutover_run_id }}"
     host: "{{ inventory_hostname }}"
     entries:
-      - {event: probe.result, component: tts, data: {probe: tts_cached_latency_ms, phase: canary, verdict: pass}}
-      - {event: probe.result, component: tts, data: {probe: tts_health, phase: canary, verdict: pass}}
+      - {event: probe.result, component: tts, data: {probe: hit_ratio, phase: canary, verdict: pass, value: 1.0,
+                                                      baseline: 1.0, threshold: ">= 0.95", critical: true}}
+      - {event: component.state, component: tts, data: {state: migrated, release: migrated}}
   delegate_to: "{{ cutover_journal_host }}"
 
 - name: Read the journal for the report

@@ -148,7 +148,7 @@ from ansible.module_utils.cutover_probe_suite import failed_critically, journal_
 from ansible.module_utils.cutover_redis import redis_connection_argument_spec
 from ansible.module_utils.cutover_release import ReleaseError, ReleaseRequest, inspect_component, run_request
 from ansible.module_utils.cutover_services import (
-    ServiceError, manager, set_maintenance, start_services, stop_services,
+    ServiceError, maintenance_path, manager, set_maintenance, start_services, stop_services,
 )
 from ansible.module_utils.cutover_judge import summarize
 
@@ -192,6 +192,12 @@ class Step:
     def root(self, name: str) -> str:
         return os.path.join(self.params["app_root"], name)
 
+    def maintenance(self, name: str, on: bool, note: str = "") -> bool:
+        """Set the component's maintenance flag (check mode: say whether it would change)."""
+        if self.module.check_mode:
+            return on != os.path.exists(maintenance_path(self.params["app_root"], name))
+        return set_maintenance(self.params["app_root"], name, on, note)
+
     def add(self, event: str, component: str | None = None, **data: Any) -> None:
         self.entries.append(new_entry(event, component=component, host=self.host, **data))
 
@@ -223,7 +229,7 @@ class Step:
         note = "rollback of run %s by run %s" % (self.params["target_run_id"] or self.params["run_id"],
                                                  self.params["run_id"])
         for target in self.services:
-            self.changed |= self.module.check_mode or set_maintenance(self.params["app_root"], target["name"], True, note)
+            self.changed |= self.maintenance(target["name"], True, note)
         if not self.services:
             return "no service to stop on %s" % self.host
         if self.module.check_mode:
@@ -280,12 +286,15 @@ class Step:
             return "would start %s and run their critical probes" % ", ".join(t["name"] for t in self.targets)
         urls = {self.service_name(target): (target["base_url"].rstrip("/") + (target.get("health") or "/healthz"))
                 if target.get("base_url") else None for target in self.services}
-        started = start_services(self.manager(), urls, self.params["start_timeout"]) if urls else {}
+        handle = self.manager() if urls else None
+        before = handle.pids(list(urls)) if urls else {}
+        started = start_services(handle, urls, self.params["start_timeout"]) if urls else {}
         for target in self.services:
             done = started[self.service_name(target)]
-            self.changed = True
-            self.add("component.started", target["name"], service=self.service_name(target), pid=done["pid"],
-                     ready_s=done["ready_s"])
+            if done["pid"] != before[self.service_name(target)]:
+                self.changed = True
+                self.add("component.started", target["name"], service=self.service_name(target), pid=done["pid"],
+                         ready_s=done["ready_s"])
         results = run_suites(self.critical_suites(), "rollback", self.params["redis"], {"X-Cutover-Probe": "1"},
                              self.host)
         self.entries += journal_entries(results)
@@ -312,7 +321,7 @@ class Step:
     # ---- step 6
     def resume(self) -> str:
         for target in self.services:
-            self.changed |= self.module.check_mode or set_maintenance(self.params["app_root"], target["name"], False)
+            self.changed |= self.maintenance(target["name"], False)
         for target in self.targets:
             self.add("component.state", target["name"], state="rolled_back", release=target["from_release"])
         return "serving again: %s" % (", ".join(target["name"] for target in self.targets) or "nothing on this host")

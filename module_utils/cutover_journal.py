@@ -14,7 +14,6 @@ from typing import Any, Iterator
 from ansible.module_utils.cutover_events import check_event, parse_timestamp, utc_timestamp  # noqa: F401 - re-exported
 
 RUN_ID_PATTERN = re.compile(r"^[0-9]{8}T[0-9]{6}Z(-[a-z0-9]+)?$")
-EVENT_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 SECRET_KEY_PATTERN = re.compile(r"password|passwd|secret|token", re.IGNORECASE)
 # scheme://userinfo@ - the userinfo of a URL carries the credentials (redis://user:pw@host).
 URL_CREDENTIALS_PATTERN = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/\s]+)@")

@@ -95,17 +95,24 @@ class Supervisor:
         except OSError as exc:
             raise ServiceError("cannot reach supervisord (%s) to %s: %s" % (self._config_path, what, exc))
 
-    def pids(self, services: list[str]) -> dict[str, int | None]:
-        """service -> pid of its running process (None when not running)."""
+    def _infos(self, services: list[str]) -> dict[str, dict[str, Any]]:
         infos = self._call("read %s" % ", ".join(services), lambda: self._rpc.system.multicall(
             [{"methodName": "supervisor.getProcessInfo", "params": [service]} for service in services]))
-        result: dict[str, int | None] = {}
         for service, info in zip(services, infos):
             if isinstance(info, dict) and "faultString" in info:
                 raise ServiceError("supervisord (%s) has no program %s: %s"
                                    % (self._config_path, service, info["faultString"]))
-            result[service] = info["pid"] if info["statename"] in ("RUNNING", "STARTING") and info["pid"] else None
-        return result
+        return dict(zip(services, infos))
+
+    def pids(self, services: list[str]) -> dict[str, int | None]:
+        """service -> pid of its process while it starts or runs (None when it does not)."""
+        return {service: info["pid"] if info["statename"] in ("RUNNING", "STARTING") and info["pid"] else None
+                for service, info in self._infos(services).items()}
+
+    def up(self, service: str) -> bool | None:
+        """True once the service runs (past supervisord's startsecs), False while it starts, None once it gave up."""
+        state = self._infos([service])[service]["statename"]
+        return True if state == "RUNNING" else None if state in ("FATAL", "EXITED", "STOPPED") else False
 
     def _multicall(self, method: str, services: list[str], tolerated: tuple[str, ...]) -> None:
         answers = self._call("%s %s" % (method, ", ".join(services)), lambda: self._rpc.system.multicall(
@@ -153,6 +160,10 @@ class Systemd:
             result[service] = pid or None
         return result
 
+    def up(self, service: str) -> bool | None:
+        state = self._run(["show", "--property=ActiveState", "--value", service]).strip()
+        return True if state == "active" else None if state in ("failed", "inactive") else False
+
     def stop(self, services: list[str]) -> None:
         self._run(["stop", "--no-block"] + services)
 
@@ -189,7 +200,7 @@ def stop_services(handle: Supervisor | Systemd, services: list[str], timeout: fl
         if len(gone) < len(services):
             if time.monotonic() > deadline:
                 left = [service for service in services if service not in gone]
-                raise ServiceError("%s still running %.0f s after the stop" % (", ".join(left), timeout))
+                raise ServiceError("%s still running %g s after the stop" % (", ".join(left), timeout))
             time.sleep(POLL_S)
     return gone
 
@@ -215,9 +226,22 @@ def wait_healthy(url: str, deadline: float) -> float | None:
         time.sleep(POLL_S)
 
 
+def wait_up(handle: Supervisor | Systemd, service: str, deadline: float) -> float | None:
+    """Seconds until the manager runs the service (for a service without a health URL), None if it gave up."""
+    started = time.monotonic()
+    while True:
+        state = handle.up(service)
+        if state:
+            return round(time.monotonic() - started, 3)
+        if state is None or time.monotonic() > deadline:
+            return None
+        time.sleep(POLL_S)
+
+
 def start_services(handle: Supervisor | Systemd, health_urls: dict[str, str | None], timeout: float
                    ) -> dict[str, dict[str, Any]]:
-    """Start every service at once, then wait for each to answer its health URL (concurrently).
+    """Start every service at once, then wait for each to answer its health URL (concurrently), or for one
+    without a URL until the manager runs it.
 
     service -> {pid, ready_s}; raises ServiceError naming the services that did not come up, with their log tail.
     """
@@ -225,9 +249,13 @@ def start_services(handle: Supervisor | Systemd, health_urls: dict[str, str | No
     handle.start(services)
     started = time.monotonic()
     deadline = started + timeout
+
+    def ready_after(service: str) -> float | None:
+        url = health_urls[service]
+        return wait_healthy(url, deadline) if url else wait_up(handle, service, deadline)
+
     with ThreadPoolExecutor(max_workers=max(len(services), 1)) as pool:
-        ready = dict(zip(services, pool.map(
-            lambda service: wait_healthy(health_urls[service], deadline) if health_urls[service] else 0.0, services)))
+        ready = dict(zip(services, pool.map(ready_after, services)))
     silent = [service for service in services if ready[service] is None]
     if silent:
         raise ServiceError("; ".join(silent_message(handle, service, health_urls[service], timeout)
@@ -238,7 +266,8 @@ def start_services(handle: Supervisor | Systemd, health_urls: dict[str, str | No
 
 def silent_message(handle: Supervisor | Systemd, service: str, url: str | None, timeout: float) -> str:
     tail = handle.log_tail(service)
-    return "%s did not answer %s within %.0f s%s" % (service, url, timeout, " (last log lines: %s)" % tail if tail else "")
+    what = "did not answer %s within %g s" % (url, timeout) if url else "did not come up"
+    return "%s %s%s" % (service, what, " (last log lines: %s)" % tail if tail else "")
 
 
 def maintenance_path(app_root: str, component: str) -> str:

@@ -10,6 +10,7 @@ import pytest
 
 import cutover_journal
 import cutover_report
+from ansible.module_utils.cutover_events import ROLLBACK_STEP_NAMES, check_event
 from ansible.module_utils.cutover_report import build_report, render_markdown
 from cutover_testlib import ModuleFailed, run_module
 
@@ -20,30 +21,48 @@ PASSWORD = "s3cret-redis-pw"
 
 def record(journal: Path, run_id: str, event: str, component: str | None = None, host: str | None = None,
            **data) -> None:
+    """Append one schema-valid entry through cutover_journal (a component's entries are about host toy1)."""
     args = {"path": str(journal), "run_id": run_id, "event": event, "data": data}
     if component:
         args.update(component=component, host=host or "toy1")
+    elif host:
+        args.update(host=host)
     run_module(cutover_journal.main, args)
 
 
 def rolled_back_run(journal: Path, run_id: str = RUN_ID) -> list[dict]:
-    """A faulty migrate of tts that rolled back, journaled through the real module; returns the read entries."""
+    """A faulty migrate of tts that rolled back, journaled through the real module; returns the read entries.
+
+    Secrets sit where a careless caller could put them in schema-valid fields (a trigger's detail, a step's
+    detail): the journal masks them before they are written.
+    """
     record(journal, run_id, "run.started", playbook="migrate", target_release="migrated", components=["tts"],
-           controller="ops1", user="alice", redis_url="redis://svc:%s@redis1:6379/0" % PASSWORD)
+           controller="ops1", user="alice", hosts={"tts": ["toy1"]}, batches={"tts": [["toy1"]]},
+           redis_host="toy1", journal_host="toy1")
+    record(journal, run_id, "preflight.checked", host="toy1", checks=[{"name": "redis", "ok": True, "detail": "ok"}],
+           releases={"tts": "legacy"})
     record(journal, run_id, "snapshot.created", id=run_id + "-redis", path="/x", keys=42, namespaces={"tts:*": 42},
            sha256="ab" * 32, verified=True, mode="logical")
+    record(journal, run_id, "component.deploying", "tts", from_release="legacy", to_release="migrated")
     record(journal, run_id, "component.switched", "tts", from_release="legacy", to_release="migrated")
     record(journal, run_id, "probe.result", "tts", probe="tts_cached_latency_ms", phase="canary", verdict="fail",
            value=412.0, baseline=38.5, threshold=3.0, critical=True)
-    record(journal, run_id, "rollback.triggered", "tts", trigger={"component": "tts", "probe": "tts_cached_latency_ms",
-                                                                  "value": 412.0, "baseline": 38.5, "threshold": 3.0})
-    for step, name in enumerate(["detect", "stop", "restore_code", "restore_data", "quick_test", "resume"], start=1):
-        record(journal, run_id, "rollback.step", step=step, name=name, status="ok", started_at="a%d" % step,
-               ended_at="b%d" % step, detail="password=%s" % PASSWORD)
+    record(journal, run_id, "component.state", "tts", state="failed", release="migrated", step="canary",
+           reason="probe tts_cached_latency_ms failed")
+    record(journal, run_id, "rollback.triggered", "tts", trigger={
+        "component": "tts", "host": "toy1", "probe": "tts_cached_latency_ms", "phase": "canary", "value": 412.0,
+        "baseline": 38.5, "threshold": 3.0, "detail": "slow against redis://svc:%s@redis1:6379/0" % PASSWORD})
+    for step, name in ROLLBACK_STEP_NAMES.items():
+        record(journal, run_id, "rollback.step", host="toy1", step=step, name=name, status="ok",
+               started_at="2026-11-25T22:30:%02d.000Z" % (2 * step), ended_at="2026-11-25T22:30:%02d.500Z" % (2 * step),
+               detail="password=%s" % PASSWORD)
     record(journal, run_id, "component.state", "tts", state="rolled_back", release="legacy")
-    record(journal, run_id, "data.audited", keys_before=42, keys_after=42, lost=0, namespaces={"tts:*": 42})
+    record(journal, run_id, "data.audited", snapshot_id=run_id + "-redis", keys_before=42, keys_after=42, lost=0,
+           namespaces={"tts:*": 42})
     record(journal, run_id, "run.finished", outcome="rolled_back", message="tts rolled back")
-    return run_module(cutover_journal.main, {"path": str(journal), "run_id": run_id, "state": "read"})["entries"]
+    entries = run_module(cutover_journal.main, {"path": str(journal), "run_id": run_id, "state": "read"})["entries"]
+    assert PASSWORD not in json.dumps(entries), "the journal masked the secrets"
+    return entries
 
 
 def report(dest: Path, entries: list[dict], run_id: str = RUN_ID, check_mode: bool = False) -> dict:
@@ -78,12 +97,26 @@ def test_report_files_and_latest_link_are_written(tmp_path):
     assert written["outcome"] == "rolled_back"
     assert written["components"] == [{"name": "tts", "host": "toy1", "from_release": "legacy",
                                       "to_release": "migrated", "state": "rolled_back"}]
-    assert [step["status"] for step in written["rollback"]["steps"]] == ["ok"] * 6
+    assert [(step["step"], step["name"], step["status"]) for step in written["rollback"]["steps"]] == [
+        (step, name, "ok") for step, name in ROLLBACK_STEP_NAMES.items()]
+    assert written["rollback"]["steps"][0]["started_at"] == "2026-11-25T22:30:02.000Z"
+    assert written["rollback"]["steps"][0]["detail"] == "password=********"
+    assert written["rollback"]["trigger"]["detail"] == "slow against redis://********@redis1:6379/0"
+    assert written["snapshot"] == {"id": RUN_ID + "-redis", "keys": 42, "sha256": "ab" * 32, "verified": True}
+    assert written["data"] == {"keys_before": 42, "keys_after": 42, "lost": 0}
+    assert written["message"] == "tts rolled back" and written["finished_at"] == entries[-1]["ts"]
     assert os.readlink(dest / "latest") == RUN_ID, "latest is a relative link to the run dir"
     assert (dest / "latest" / "report.json").read_text() == json_path.read_text()
     assert stat.S_IMODE(json_path.stat().st_mode) == 0o640
     assert sorted(os.listdir(dest)) == ["20261125T222114Z", "latest"], "no temp files or links left"
     assert sorted(os.listdir(dest / RUN_ID)) == ["report.json", "report.md"]
+
+
+def test_the_journaled_run_fits_the_schema(tmp_path):
+    entries = rolled_back_run(tmp_path / "journal")
+    assert [entry["seq"] for entry in entries] == list(range(1, len(entries) + 1))
+    for entry in entries:
+        check_event(entry["event"], entry["data"], entry["ts"])
 
 
 def test_no_secret_reaches_the_report(tmp_path):
@@ -112,7 +145,8 @@ def test_latest_moves_to_the_newer_run_and_old_reports_stay(tmp_path):
     journal, dest = tmp_path / "journal", tmp_path / "reports"
     report(dest, rolled_back_run(journal))
     first_report = (dest / RUN_ID / "report.json").read_bytes()
-    record(journal, NEXT_RUN_ID, "run.started", playbook="migrate", target_release="migrated", components=["tts"])
+    record(journal, NEXT_RUN_ID, "run.started", playbook="migrate", target_release="migrated", components=["tts"],
+           controller="ops1", user="alice")
     record(journal, NEXT_RUN_ID, "component.switched", "tts", from_release="legacy", to_release="migrated")
     record(journal, NEXT_RUN_ID, "component.state", "tts", state="migrated", release="migrated")
     record(journal, NEXT_RUN_ID, "run.finished", outcome="migrated", message="ok")
