@@ -7,8 +7,8 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 ANSIBLE_ARGS ?=
 
-.PHONY: help venv system-deps up migrate rollback down test lint pytest molecule molecule-e2e molecule-roles \
-        pytest-then-e2e clean bench-snapshot
+.PHONY: docs help venv system-deps up migrate rollback down test lint pytest molecule molecule-e2e molecule-roles \
+        pytest-then-e2e clean bench-snapshot bench-rollback
 
 help:
 	@echo "make migrate   set up, start the demo on its legacy release, migrate it (playbooks/migrate.yml)"
@@ -16,6 +16,7 @@ help:
 	@echo "make down      stop everything the project started"
 	@echo "make test      linters, pytest against real redis-server, every Molecule scenario"
 	@echo "make bench-snapshot  snapshot modes vs BGSAVE, redis-cli --rdb and a naive redis-py dump (1M keys)"
+	@echo "make bench-rollback  time to roll a failed migrate back (mttr, exposure, outage) vs a stop/start floor"
 
 $(BIN)/.installed: requirements.txt constraints.txt
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' || \
@@ -70,9 +71,18 @@ pytest-then-e2e: venv system-deps
 	$(MAKE) --no-print-directory pytest
 	$(MAKE) --no-print-directory molecule-e2e
 
+# The generated parts of docs/ARCHITECTURE.md (the journal event table from module_utils/cutover_events.py).
+docs: venv
+	$(BIN)/python docs/render.py
+
 clean: down
 	rm -rf .run reports .cache/ansible-local
 
 # Snapshot modes against BGSAVE, redis-cli --rdb and a hand-written redis-py dump on 1,000,000 keys (docs/SNAPSHOTS.md).
 bench-snapshot: venv system-deps
 	$(BIN)/python bench/bench_snapshot.py
+
+# A failed migrate of the demo's five services rolled back, timed from its journal against a plain stop/start
+# of them (bench/floor.yml); in a temp dir on free ports of its own, never .run/ or reports/.
+bench-rollback: venv system-deps
+	$(BIN)/python bench/bench_rollback.py

@@ -5,15 +5,16 @@ CLI left out), in a run dir of its own (a temp dir) on free loopback ports, the 
 with the checkout (.cache/venvs):
 
   demo_up            ansible-playbook playbooks/demo_up.yml (legacy release, seeded caches)
-  floor_s            wall time of one ansible-playbook run of bench/floor.yml: supervisorctl stop and start of
-                     the five services, then one /healthz answer from each
+  floor_s            wall time of one ansible-playbook run of bench/floor.yml: supervisorctl stop, then start, of
+                     the five services (one supervisorctl each, all at once), then one /healthz answer from each
   migrate_s          playbooks/migrate.yml to faulty-safety-fail-open (safety, the last of the plan, fails its
                      probe safety/unsafe_blocked_ratio): must exit non-zero with outcome rolled_back. From that
                      run's journal (<toy_run_dir>/state/journal/<run_id>.jsonl):
     mttr_s           last ok rollback step 6 ended_at - the failing verdict (the first critical probe.result
                      fail/error in phase canary/verify)
     exposure_s       the failing component's component.stopped on that host after the verdict - the verdict
-    outage_s         last ok rollback step 6 ended_at - the first component.stopped of the run
+    outage_s         last ok rollback step 6 ended_at - the first component.stopped at or after the verdict
+                     (the stops of the rollout's own restarts, before it, are no part of the rollback)
   healthy_migrate_s  playbooks/migrate.yml to migrated with cutover_watch_duration_s=0: must exit 0, migrated
 
 floor_s and the faulty migrate run --runs times, alternating (so a load change on this shared machine hits both
@@ -22,7 +23,8 @@ RESULT mttr_s=A exposure_s=B outage_s=C floor_s=D mttr_vs_floor=E
 Goals (A <= 8, B <= 2, C <= 6, E <= 3, healthy_migrate_s <= 60) are printed met or missed; a missed goal does not
 fail the script. It exits 1 when a run misbehaves (exit code, report outcome) or a figure cannot be computed from
 the journal (the last line then names the missing event). The demo is taken down (demo_down.yml, same -e values)
-and the temp dir removed at the end, also on failure, Ctrl-C or SIGTERM; --keep leaves both for inspection.
+at the end, also on failure, Ctrl-C or SIGTERM, and the temp dir removed - kept (its logs/ and journal) when a run
+misbehaved or a figure failed; --keep leaves the demo up and the temp dir for inspection.
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, NoReturn
 
 ROOT = Path(__file__).resolve().parents[1]
 ANSIBLE_PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
@@ -100,13 +102,15 @@ def rollback_figures(entries: list[dict[str, Any]]) -> dict[str, float]:
     """mttr_s, exposure_s and outage_s (seconds) of one rolled-back run, from its journal entries."""
     verdict = failing_verdict(entries)
     verdict_at = entry_time(verdict)
-    stopped = [entry for entry in entries if entry.get("event") == "component.stopped"]
+    # The rollout restarts (and journals the stops of) every component before the verdict: not the rollback's.
+    stopped = [entry for entry in entries if entry.get("event") == "component.stopped"
+               and entry_time(entry) >= verdict_at]
     first_stopped = earliest(stopped)
     if first_stopped is None:
-        raise JournalFigureError("no component.stopped entry at all (needed for outage_s and exposure_s)")
+        raise JournalFigureError("no component.stopped entry at or after the failing verdict (%s) (needed for "
+                                 "outage_s and exposure_s)" % verdict["ts"])
     process_gone = earliest(entry for entry in stopped
-                            if entry.get("component") == verdict["component"] and entry.get("host") == verdict["host"]
-                            and entry_time(entry) >= verdict_at)
+                            if entry.get("component") == verdict["component"] and entry.get("host") == verdict["host"])
     if process_gone is None:
         raise JournalFigureError("no component.stopped entry of %s on %s at or after its failing verdict (%s)"
                                  % (verdict["component"], verdict["host"], verdict["ts"]))
@@ -241,11 +245,14 @@ class Demo:
             seconds = time.monotonic() - started
         return PlaybookRun(step, rc, seconds, log)
 
+    def fail(self, run: PlaybookRun, what: str) -> NoReturn:
+        tail = run.log.read_text(errors="replace").splitlines()[-40:]
+        raise Misbehaved("%s: %s (exit code %d); last lines of %s:\n%s"
+                         % (run.step, what, run.rc, run.log, "\n".join(tail)))
+
     def expect(self, run: PlaybookRun, ok: bool, what: str) -> None:
         if not ok:
-            tail = run.log.read_text(errors="replace").splitlines()[-40:]
-            raise Misbehaved("%s: %s (exit code %d); last lines of %s:\n%s"
-                             % (run.step, what, run.rc, run.log, "\n".join(tail)))
+            self.fail(run, what)
 
     def report(self) -> dict[str, Any]:
         latest = self.reports_dir / "latest" / "report.json"
@@ -260,7 +267,10 @@ class Demo:
     def migrate(self, step: str, release: str, expect_outcome: str, previous_run_id: str | None,
                 *extra_vars: str) -> tuple[PlaybookRun, dict[str, Any]]:
         run = self.playbook(step, "playbooks/migrate.yml", "cutover_target_release=%s" % release, *extra_vars)
-        report = self.report()
+        try:
+            report = self.report()
+        except Misbehaved as error:
+            self.fail(run, str(error))
         self.expect(run, report.get("run_id") != previous_run_id,
                     "wrote no new report (reports/latest is still run %s)" % previous_run_id)
         self.expect(run, report.get("outcome") == expect_outcome and (run.rc == 0) == (expect_outcome == "migrated"),
@@ -288,6 +298,17 @@ class Demo:
 
 # ---- the benchmark ---------------------------------------------------------------------------------------
 
+def journal_figures(demo: Demo, run_id: str, label: str) -> dict[str, float]:
+    """The rollback figures of one run from its journal, printed with the verdict they count from."""
+    entries = demo.journal(run_id)
+    verdict = failing_verdict(entries)
+    figures = rollback_figures(entries)
+    print("%s failing: %s/%s on %s (%s); mttr_s=%.2f exposure_s=%.2f outage_s=%.2f" % (
+        label, verdict["component"], verdict["data"].get("probe"), verdict["host"], verdict["ts"],
+        figures["mttr_s"], figures["exposure_s"], figures["outage_s"]), flush=True)
+    return figures
+
+
 def measure(demo: Demo, runs: int) -> tuple[list[dict[str, float]], list[str], float]:
     """Demo up, then ``runs`` times floor + faulty migrate, then the healthy migrate.
 
@@ -300,25 +321,20 @@ def measure(demo: Demo, runs: int) -> tuple[list[dict[str, float]], list[str], f
     errors: list[str] = []
     run_id = None
     for number in range(1, runs + 1):
+        label = "run %d/%d" % (number, runs)
         floor = demo.playbook("floor-%d" % number, "bench/floor.yml")
         demo.expect(floor, floor.rc == 0, "the floor play failed")
+        print("%s floor_s: %.2f" % (label, floor.seconds), flush=True)
         migrate, report = demo.migrate("faulty-%d" % number, FAULTY_RELEASE, "rolled_back", run_id,
                                        "cutover_allow_failed_release=true")
         run_id = report["run_id"]
-        line = "run %d/%d (%s): floor_s=%.2f migrate_s=%.2f rc=%d outcome=%s" % (
-            number, runs, run_id, floor.seconds, migrate.seconds, migrate.rc, report["outcome"])
+        print("%s migrate_s: %.2f (rc=%d outcome=%s run %s)" % (label, migrate.seconds, migrate.rc,
+                                                                report["outcome"], run_id), flush=True)
         try:
-            entries = demo.journal(run_id)
-            verdict = failing_verdict(entries)
-            run_figures = dict(rollback_figures(entries), floor_s=floor.seconds)
+            figures.append(dict(journal_figures(demo, run_id, label), floor_s=floor.seconds))
         except (OSError, JournalFigureError) as error:
             errors.append("run %d (%s): %s" % (number, run_id, error))
-            print(line + " - figures: %s" % error, flush=True)
-            continue
-        figures.append(run_figures)
-        print(line + " failing=%s/%s on %s mttr_s=%.2f exposure_s=%.2f outage_s=%.2f" % (
-            verdict["component"], verdict["data"].get("probe"), verdict["host"], run_figures["mttr_s"],
-            run_figures["exposure_s"], run_figures["outage_s"]), flush=True)
+            print("%s figures: %s" % (label, error), flush=True)
     healthy, report = demo.migrate("healthy", HEALTHY_RELEASE, "migrated", run_id, "cutover_watch_duration_s=0")
     print("healthy_migrate_s: %.2f (rc=%d outcome=%s run %s)" % (healthy.seconds, healthy.rc, report["outcome"],
                                                                 report["run_id"]), flush=True)
@@ -354,15 +370,41 @@ def exit_on_signal(signum: int, _frame: Any) -> None:
     sys.exit(128 + signum)
 
 
+def finish(demo: Demo, keep: bool, failed: bool, interrupted: bool) -> list[str]:
+    """Take the demo down (unless --keep) and remove the work dir unless a failure left something to look at;
+    returns what teardown left behind."""
+    if keep:
+        print("--keep: the demo stays up; take it down with: cd %s && %s playbooks/demo_down.yml -e @%s && rm -rf %s"
+              % (ROOT, ANSIBLE_PLAYBOOK, demo.vars_file, demo.work), flush=True)
+        return []
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, keep_going_on_signal)
+    left_behind = teardown(demo)
+    if left_behind or (failed and not interrupted):
+        print("kept %s (logs/, run/state/journal/) for a look" % demo.work, flush=True)
+    else:
+        shutil.rmtree(demo.work, ignore_errors=True)
+    return left_behind
+
+
+def print_result(figures: list[dict[str, float]], healthy_s: float) -> None:
+    result = dict(summarize(figures), healthy_migrate_s=healthy_s)
+    if len(figures) > 1:
+        print("medians: " + ", ".join("%s %.2f" % (name, result[name]) for name in RESULT_FIGURES))
+    print("\n".join(goal_lines(result)))
+    print(result_line(result), flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3, help="faulty migrates (and floor runs), medians kept (default 3)")
+    parser.add_argument("--runs", type=int, default=3,
+                        help="faulty migrates (and floor runs), medians kept (default 3)")
     parser.add_argument("--keep", action="store_true", help="leave the demo up and its temp dir for inspection")
     args = parser.parse_args()
     if args.runs < 1:
         parser.error("--runs must be >= 1 (got %d)" % args.runs)
     started = time.monotonic()
-    # SIGTERM and SIGHUP must still take the demo down and remove the temp dir (the finally below).
+    # SIGTERM and SIGHUP must still take the demo down and remove the temp dir (finish below).
     signal.signal(signal.SIGTERM, exit_on_signal)
     signal.signal(signal.SIGHUP, exit_on_signal)
     work = Path(tempfile.mkdtemp(prefix="cutover-bench-rollback-"))
@@ -376,42 +418,29 @@ def main() -> int:
     print("work dir: %s (redis on 127.0.0.1:%d, components on %d-%d), plan %s" % (
         work, demo.redis_port, demo.port_base + 1, demo.port_base + len(PLAN), ", ".join(PLAN)), flush=True)
     problems: list[str] = []
-    exit_code = 1
+    journal_errors: list[str] = []
+    exit_code, interrupted = 1, False
     try:
-        figures, errors, healthy_s = measure(demo, args.runs)
+        figures, journal_errors, healthy_s = measure(demo, args.runs)
     except Misbehaved as error:
         problems.append(str(error))
     except KeyboardInterrupt:
         problems.append("interrupted (Ctrl-C)")
-        exit_code = 130
+        exit_code, interrupted = 130, True
     except SystemExit as stop:
         problems.append("stopped by a signal")
-        exit_code = stop.code if isinstance(stop.code, int) else 1
+        exit_code, interrupted = (stop.code if isinstance(stop.code, int) else 1), True
     finally:
-        if args.keep:
-            print("--keep: the demo stays up; take it down with: cd %s && %s playbooks/demo_down.yml -e @%s "
-                  "&& rm -rf %s" % (ROOT, ANSIBLE_PLAYBOOK, demo.vars_file, work), flush=True)
-        else:
-            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                signal.signal(signum, keep_going_on_signal)
-            problems += teardown(demo)
-            if problems:
-                print("kept %s (logs/, run/state/journal/) for a look" % work, flush=True)
-            else:
-                shutil.rmtree(work, ignore_errors=True)
+        problems += finish(demo, args.keep, bool(problems or journal_errors), interrupted)
     print("total_s: %.2f" % (time.monotonic() - started), flush=True)
     if problems:
-        print("\n".join(problems), flush=True)
+        print("\n".join(problems))
         print("ERROR the benchmark did not complete: %s" % problems[0].splitlines()[0], flush=True)
         return exit_code
-    if errors:
-        print("ERROR figures cannot be computed from the journal: %s" % "; ".join(errors), flush=True)
+    if journal_errors:
+        print("ERROR figures cannot be computed from the journal: %s" % "; ".join(journal_errors), flush=True)
         return 1
-    result = dict(summarize(figures), healthy_migrate_s=healthy_s)
-    if len(figures) > 1:
-        print("medians: " + ", ".join("%s %.2f" % (name, result[name]) for name in RESULT_FIGURES), flush=True)
-    print("\n".join(goal_lines(result)), flush=True)
-    print(result_line(result), flush=True)
+    print_result(figures, healthy_s)
     return 0
 
 

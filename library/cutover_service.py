@@ -13,7 +13,8 @@ description:
     gone); V(started) starts the stopped ones at once and returns when each answers its health URL with HTTP 200;
     V(restarted) does both.
   - Returns one journal entry per service that stopped (C(component.stopped), stamped with the time its process was
-    gone) or started (C(component.started), with the seconds it took to answer).
+    gone; not for the stop half of V(restarted)) or started (C(component.started), with the seconds it took to
+    answer).
 version_added: "1.1.0"
 author: cutover maintainers
 options:
@@ -117,13 +118,14 @@ def normalized(services: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], li
 
 
 def stop(handle: Any, services: list[dict[str, Any]], params: dict[str, Any]) -> tuple[dict, list]:
+    """Stop the services; journal each stop, except the stop half of a restart (its start is journaled)."""
     stopped = stop_services(handle, [item["service"] for item in services], params["timeout"])
     report, entries = {}, []
     for item in services:
         done = stopped[item["service"]]
         report[item["name"]] = {"service": item["service"], "pid_before": done["pid"], "pid": None,
                                 "stopped_at": done["stopped_at"]}
-        if done["was_running"]:
+        if done["was_running"] and params["state"] == "stopped":
             entries.append(new_entry("component.stopped", component=item["name"], host=params["host_label"],
                                      ts=done["stopped_at"], service=item["service"], pid=done["pid"],
                                      reason=params["reason"]))
