@@ -191,7 +191,12 @@ def release_checks(params: dict[str, Any], component: dict[str, Any]) -> tuple[l
                         "release %s of %s is marked failed (%s); set cutover_allow_failed_release=true to deploy it "
                         "again" % (release, name, entry.get("failed_reason")) if failed
                         else "release %s may be deployed" % release))
-    return checks, current, target_plan(params, view, name)
+    try:
+        plan = target_plan(params, view, name)
+    except ReleaseError as exc:  # the build interpreter could not be asked its version
+        checks.append(check("env/%s" % name, False, str(exc)))
+        plan = {}
+    return checks, current, plan
 
 
 def target_plan(params: dict[str, Any], view: Any, name: str) -> dict[str, Any]:
@@ -247,12 +252,9 @@ def main() -> None:
     params = module.params
     checks = redis_check(params["redis_info"], params["min_memory_headroom_mb"]) + snapshot_check(params["snapshot"])
     releases, targets = {}, {}
-    try:
-        for component in params["components"]:
-            component_checks, releases[component["name"]], targets[component["name"]] = release_checks(params, component)
-            checks += component_checks
-    except ReleaseError as exc:  # the build interpreter could not be asked its version
-        checks.append(check("python", False, str(exc)))
+    for component in params["components"]:
+        component_checks, releases[component["name"]], targets[component["name"]] = release_checks(params, component)
+        checks += component_checks
     checks += process_manager_check(params, params["components"])
     checks += validator_check(params["validator"], params["target_release"])
     failed = [item for item in checks if not item["ok"]]

@@ -37,8 +37,10 @@ options:
       - C(whole_rdb) replaces the whole Redis dataset (every database, functions too) with an C(rdb) or
         C(replica) snapshot by swapping files and restarting Redis. Needs O(stop_command) and
         O(start_command); runs on the Redis host.
+      - C(none) restores nothing; with O(restart_redis) the module then only restarts Redis when its policy asks
+        (rollback step 4 when no rolled-back component owns a namespace, or the operator chose no restore).
     type: str
-    choices: [missing_only, overwrite, replace_all, whole_rdb]
+    choices: [missing_only, overwrite, replace_all, whole_rdb, none]
     default: missing_only
   namespaces:
     description:
@@ -297,7 +299,7 @@ def build_argument_spec() -> dict[str, Any]:
     spec = redis_connection_argument_spec()
     spec.update(
         src={"type": "path", "required": True},
-        policy={"type": "str", "choices": ["missing_only", "overwrite", "replace_all", "whole_rdb"],
+        policy={"type": "str", "choices": ["missing_only", "overwrite", "replace_all", "whole_rdb", "none"],
                 "default": "missing_only"},
         namespaces={"type": "list", "elements": "str"},
         batch_size={"type": "int", "default": 1000},
@@ -652,6 +654,12 @@ def main() -> None:
     if problems:
         module.fail_json(msg="; ".join(problems))
     started_at = utc_timestamp()
+    if params["policy"] == "none":
+        restarted, restart_detail = restart_if_needed(module)
+        detail = "%s; no data restored (restore policy none)" % restart_detail
+        journal = ([step_entry(4, started_at, "ok", detail, params["host_label"])] if params["rollback_step"] else [])
+        module.exit_json(changed=restarted, policy="none", restored=0, kept_existing=0, expired=0, deleted=0,
+                         missing_before=None, namespaces={}, snapshot=None, detail=detail, journal=journal)
     whole = params["policy"] == "whole_rdb"
     try:
         if whole:
