@@ -7,8 +7,8 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 ANSIBLE_ARGS ?=
 
-.PHONY: docs help venv system-deps up migrate rollback down test lint pytest molecule molecule-e2e molecule-roles \
-        pytest-then-e2e clean bench-snapshot bench-rollback
+.PHONY: docs help venv system-deps up migrate rollback down test lint pytest molecule molecule-e2e molecule-fleet molecule-roles \
+        pytest-e2e-fleet clean bench-snapshot bench-rollback
 
 help:
 	@echo "make migrate   set up, start the demo on its legacy release, migrate it (playbooks/migrate.yml)"
@@ -54,22 +54,26 @@ pytest: venv system-deps
 molecule: venv system-deps
 	$(BIN)/molecule test --all
 
-# make test runs two streams at once, one per core, of about the same length: pytest followed by the
-# end-to-end scenario (its own env root, see molecule/e2e/molecule.yml), and the per-role scenarios. Each
-# stream's output is printed whole when it ends; make stops with an error if either fails.
+# make test runs two streams at once, one per core, of about the same length: pytest, the end-to-end scenario
+# (its own env root, see molecule/e2e/molecule.yml) and the fleet (five hosts over SSH); and the per-role
+# scenarios. Each stream's output is printed whole when it ends; make stops with an error if either fails.
 test: lint system-deps
-	@echo "running two streams: pytest + molecule-e2e | molecule-roles (output shown as each stream ends)"
-	$(MAKE) --no-print-directory -j2 --output-sync=target pytest-then-e2e molecule-roles
+	@echo "running two streams: pytest + molecule-e2e + molecule-fleet | molecule-roles (output shown as each ends)"
+	$(MAKE) --no-print-directory -j2 --output-sync=target pytest-e2e-fleet molecule-roles
 
 molecule-e2e: venv system-deps
 	$(BIN)/molecule test -s e2e
 
-molecule-roles: venv system-deps
-	$(BIN)/molecule test --all --exclude e2e
+molecule-fleet: venv system-deps
+	$(BIN)/molecule test -s fleet
 
-pytest-then-e2e: venv system-deps
+molecule-roles: venv system-deps
+	$(BIN)/molecule test --all --exclude e2e --exclude fleet
+
+pytest-e2e-fleet: venv system-deps
 	$(MAKE) --no-print-directory pytest
 	$(MAKE) --no-print-directory molecule-e2e
+	$(MAKE) --no-print-directory molecule-fleet
 
 # The generated parts of docs/ARCHITECTURE.md (the journal event table from module_utils/cutover_events.py).
 docs: venv
