@@ -221,7 +221,7 @@ def cutover_dry_run_plan(status: dict[str, Any], components: list[dict[str, Any]
                                                        "no namespace"))
     lines.append("Probes of the baseline, canary, verify and watch phases: %s."
                  % "; ".join(_probe_names(component) for component in planned))
-    lines.append("Probes of the rollback's quick test (critical only): %s."
+    lines.append("Probes of the quick test of a rollback (critical only): %s."
                  % "; ".join(_probe_names(component, critical_only=True) for component in planned))
     lines.append("Watch window: %s s, a round every %s s." % (watch_duration_s, watch_interval_s))
     return lines
