@@ -52,14 +52,6 @@ options:
   env_root:
     description: Folder of the shared environments.
     type: path
-  manager:
-    description: Process manager of the components.
-    type: str
-    choices: [supervisor, systemd]
-    default: systemd
-  supervisor_config:
-    description: supervisord config file, for O(manager=supervisor).
-    type: path
   redis_info:
     description: The registered result of cutover_redis_info on this host.
     type: dict
@@ -77,6 +69,8 @@ options:
   host_label:
     description: Host name written into the journal entry.
     type: str
+extends_documentation_fragment:
+  - cutover_service_manager
 """
 
 EXAMPLES = r"""
@@ -130,7 +124,9 @@ from ansible.module_utils.cutover_events import new_entry
 from ansible.module_utils.cutover_release import (
     ReleaseError, env_is_complete, env_spec, inspect_component, probe_interpreter,
 )
-from ansible.module_utils.cutover_services import ServiceError, manager
+from ansible.module_utils.cutover_services import (
+    SERVICE_MANAGER_REQUIRED_IF, ServiceError, manager, service_manager_argument_spec,
+)
 
 Check = dict[str, Any]
 
@@ -239,14 +235,14 @@ def main() -> None:
             python=dict(type="path"),
             pip_args=dict(type="list", elements="str", default=[]),
             env_root=dict(type="path"),
-            manager=dict(type="str", choices=["supervisor", "systemd"], default="systemd"),
-            supervisor_config=dict(type="path"),
             redis_info=dict(type="dict"),
             min_memory_headroom_mb=dict(type="float", default=64.0),
             snapshot=dict(type="dict"),
             validator=dict(type="dict"),
             host_label=dict(type="str"),
+            **service_manager_argument_spec(),
         ),
+        required_if=SERVICE_MANAGER_REQUIRED_IF,
         supports_check_mode=True,
     )
     params = module.params

@@ -51,14 +51,6 @@ options:
   env_root:
     description: Folder of the shared Python environments (as for cutover_release).
     type: path
-  manager:
-    description: Process manager of the components.
-    type: str
-    choices: [supervisor, systemd]
-    default: systemd
-  supervisor_config:
-    description: supervisord config file, for O(manager=supervisor).
-    type: path
   start_timeout:
     description: Seconds each started component has to answer its health check (step 5).
     type: float
@@ -101,6 +93,7 @@ options:
     description: Host name written into the journal entries (usually C(inventory_hostname)).
     type: str
 extends_documentation_fragment:
+  - cutover_service_manager
   - cutover_redis
 notes:
   - Check mode reports what the step would do and changes nothing (step 5 starts nothing and runs no probe).
@@ -148,7 +141,8 @@ from ansible.module_utils.cutover_probe_suite import failed_critically, journal_
 from ansible.module_utils.cutover_redis import redis_connection_argument_spec
 from ansible.module_utils.cutover_release import ReleaseError, ReleaseRequest, inspect_component, run_request
 from ansible.module_utils.cutover_services import (
-    ServiceError, maintenance_path, manager, set_maintenance, start_services, stop_services,
+    SERVICE_MANAGER_REQUIRED_IF, ServiceError, maintenance_path, manager, service_manager_argument_spec,
+    set_maintenance, start_services, stop_services,
 )
 from ansible.module_utils.cutover_judge import summarize
 
@@ -337,8 +331,6 @@ def main() -> None:
         components=dict(type="list", elements="dict", default=[]),
         app_root=dict(type="path", required=True),
         env_root=dict(type="path"),
-        manager=dict(type="str", choices=["supervisor", "systemd"], default="systemd"),
-        supervisor_config=dict(type="path"),
         start_timeout=dict(type="float", default=60.0),
         stop_timeout=dict(type="float", default=30.0),
         baselines=dict(type="dict", default={}),
@@ -352,8 +344,9 @@ def main() -> None:
         host_label=dict(type="str"),
     )
     argument_spec.update(redis_connection_argument_spec())
+    argument_spec.update(service_manager_argument_spec())
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
-                           required_if=[("manager", "supervisor", ["supervisor_config"])])
+                           required_if=SERVICE_MANAGER_REQUIRED_IF)
     unknown = [step for step in module.params["steps"] if step not in ACTIONS]
     if unknown or not module.params["steps"]:
         module.fail_json(msg="steps must be a non-empty list of %s (step 4 is cutover_redis_restore's), got %s"

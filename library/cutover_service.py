@@ -32,14 +32,6 @@ options:
     type: str
     choices: [stopped, started, restarted]
     required: true
-  manager:
-    description: The process manager.
-    type: str
-    choices: [supervisor, systemd]
-    required: true
-  supervisor_config:
-    description: The supervisord config file (its C([supervisorctl] serverurl) is used). Required for V(supervisor).
-    type: path
   timeout:
     description: Seconds to wait for the processes to be gone (stop) and for the health checks to pass (start).
     type: float
@@ -51,6 +43,8 @@ options:
   host_label:
     description: Host name written into the journal entries (usually C(inventory_hostname)).
     type: str
+extends_documentation_fragment:
+  - cutover_service_manager
 notes:
   - Check mode reads the process manager and reports what would change; it stops and starts nothing.
 """
@@ -95,7 +89,7 @@ from typing import Any
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.cutover_events import new_entry
 from ansible.module_utils.cutover_services import (
-    MANAGERS, ServiceError, manager, start_services, stop_services,
+    SERVICE_MANAGER_REQUIRED_IF, ServiceError, manager, service_manager_argument_spec, start_services, stop_services,
 )
 
 SERVICE_FIELDS = ("name", "service", "base_url", "health")
@@ -156,13 +150,12 @@ def main() -> None:
         argument_spec={
             "services": {"type": "list", "elements": "dict", "required": True},
             "state": {"type": "str", "choices": ["stopped", "started", "restarted"], "required": True},
-            "manager": {"type": "str", "choices": list(MANAGERS), "required": True},
-            "supervisor_config": {"type": "path"},
             "timeout": {"type": "float", "default": 30.0},
             "reason": {"type": "str", "default": "stopped by cutover"},
             "host_label": {"type": "str"},
+            **service_manager_argument_spec(),
         },
-        required_if=[("manager", "supervisor", ["supervisor_config"])],
+        required_if=SERVICE_MANAGER_REQUIRED_IF,
         supports_check_mode=True,
     )
     params = module.params

@@ -19,6 +19,18 @@ from urllib.request import Request, urlopen
 from ansible.module_utils.cutover_events import utc_timestamp
 
 MANAGERS = ("supervisor", "systemd")
+# The process-manager options of every module that drives services; plugins/doc_fragments/cutover_service_manager.py
+# mirrors it.
+SERVICE_MANAGER_SPEC: dict[str, dict[str, Any]] = {
+    "manager": {"type": "str", "choices": list(MANAGERS), "default": "systemd"},
+    "supervisor_config": {"type": "path"},
+}
+SERVICE_MANAGER_REQUIRED_IF = [("manager", "supervisor", ["supervisor_config"])]
+
+
+def service_manager_argument_spec() -> dict[str, dict[str, Any]]:
+    """A copy of the process-manager options, to merge into a module's own argument spec."""
+    return {name: dict(spec) for name, spec in SERVICE_MANAGER_SPEC.items()}
 POLL_S = 0.05
 HEALTH_HEADERS = {"X-Cutover-Probe": "1"}
 
