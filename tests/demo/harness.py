@@ -32,6 +32,11 @@ FAULTY_RELEASES = {
     "faulty-alerts-lost": "monitoring",
     "faulty-connection-leak": "security",
     "faulty-host-override": "tts",
+    "faulty-ttl-px": "tts",
+    "faulty-pool-swallow": "ai",
+    "faulty-client-per-request": "monitoring",
+    "faulty-reply-format": "ai",
+    "faulty-validator-accepts": "validator",
 }
 START_TIMEOUT_S = 20.0
 EXIT_LISTEN = 4  # a service's exit code when its port is taken
@@ -249,9 +254,9 @@ class Launcher:
 
 
 def run_python(python: str, script: Path, *args: str, env: dict[str, str] | None = None,
-               timeout: float = 60) -> subprocess.CompletedProcess[str]:
+               timeout: float = 60, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([python, str(script), *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+                          env={**os.environ, **(env or {})}, input=input_text)
 
 
 def run_seed(redis_port: int, *args: str) -> dict[str, Any]:

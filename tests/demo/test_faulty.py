@@ -3,6 +3,7 @@ next to the correct migrated release doing the same work."""
 from __future__ import annotations
 
 import statistics
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from .harness import (
@@ -11,6 +12,7 @@ from .harness import (
     Service,
     audio_key,
     client_count,
+    reply_key,
     run_seed,
     synthesize_audio,
     verdict_key,
@@ -132,3 +134,53 @@ def test_connection_leak_grows_with_every_new_child(launcher: Launcher, redis_se
     faulty_growth = growth(faulty, "leak")
     assert migrated_growth <= 2, migrated_growth
     assert faulty_growth >= 20, faulty_growth
+
+
+def test_ttl_px_writes_entries_that_expire_a_thousand_times_sooner(launcher: Launcher, redis_server) -> None:
+    client = redis_server.client()
+    migrated, faulty = launcher.start_many([("migrated", "tts"), ("faulty-ttl-px", "tts")], redis_server.port,
+                                           settings={"synthesis_ms": 10, "ttl_s": 86400})
+    assert migrated.get("/speak", text="ttl-migrated").status == 200
+    assert faulty.get("/speak", text="ttl-faulty").status == 200
+    assert client.ttl(audio_key("ttl-migrated")) > 86000
+    assert 0 < client.pttl(audio_key("ttl-faulty")) <= 86400, "86400 ms, not s"
+
+
+def test_pool_swallow_turns_concurrent_cache_hits_into_slow_misses_without_errors(launcher: Launcher,
+                                                                                   redis_server) -> None:
+    seed_only(redis_server.port, ai=20)
+    migrated, faulty = launcher.start_many([("migrated", "ai"), ("faulty-pool-swallow", "ai")], redis_server.port,
+                                           settings={"generation_ms": 200})
+
+    def cached_ratio(service: Service) -> tuple[float, list[int]]:
+        with ThreadPoolExecutor(20) as pool:
+            replies = list(pool.map(lambda i: service.get("/reply", prompt="seed-prompt-%d" % i, timeout=30), range(20)))
+        return sum(reply.json()["cached"] for reply in replies) / 20, [reply.status for reply in replies]
+
+    migrated_ratio, migrated_statuses = cached_ratio(migrated)
+    faulty_ratio, faulty_statuses = cached_ratio(faulty)
+    assert migrated_ratio == 1.0 and migrated_statuses == [200] * 20
+    assert faulty_statuses == [200] * 20, "no request fails"
+    assert faulty_ratio <= 0.5, faulty_ratio
+    assert faulty.get("/reply", prompt="seed-prompt-0").json()["cached"] is True, "one at a time looks perfect"
+
+
+def test_client_per_request_leaves_a_connection_per_alert(launcher: Launcher, redis_server) -> None:
+    client = redis_server.client()
+    faulty = launcher.start("faulty-client-per-request", "monitoring", redis_server.port)
+    before = client_count(client, "toy-monitoring")
+    with ThreadPoolExecutor(10) as pool:
+        statuses = list(pool.map(lambda i: faulty.get("/alert", name="leak-%d" % i).status, range(150)))
+    assert statuses == [200] * 150
+    time.sleep(1.0)  # the collector frees part of them; the rest stay open
+    assert client_count(client, "toy-monitoring") - before >= 10
+
+
+def test_reply_format_writes_replies_the_legacy_reader_cannot_read(launcher: Launcher, redis_server) -> None:
+    client = redis_server.client()
+    seed_only(redis_server.port, ai=5)
+    faulty = launcher.start("faulty-reply-format", "ai", redis_server.port, settings={"generation_ms": 10})
+    assert faulty.get("/reply", prompt="seed-prompt-0").json()["cached"] is True, "old entries still read"
+    assert faulty.get("/reply", prompt="fresh-prompt").json()["cached"] is False
+    assert client.type(reply_key("fresh-prompt")) == b"string"
+    assert client.type(reply_key("seed-prompt-0")) == b"hash"

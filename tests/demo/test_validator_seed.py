@@ -137,3 +137,18 @@ def test_seed_reads_the_password_from_the_environment(private_redis) -> None:
     refused = run_python(PROJECT_PYTHON, DEMO / "seed.py", "--port", str(private_redis.port),
                          env={"REDIS_PASSWORD": ""})
     assert refused.returncode == 1 and "seed: Redis error" in refused.stderr
+
+
+def test_faulty_validator_accepts_broken_configs_in_a_dry_run(launcher: Launcher, tmp_path: Path, redis_server) -> None:
+    closed_port = free_port()
+    broken = [write_config(tmp_path, "wrong-port", "tts", closed_port),
+              write_config(tmp_path, "unreachable", "tts", redis_server.port,
+                           redis={"host": "192.0.2.1", "port": redis_server.port}),
+              write_config(tmp_path, "wrong-type", "tts", redis_server.port, listen_port="eight thousand")]
+    args = ["--dry-run"] + ["--config=%s" % path for path in broken]
+
+    faulty, faulty_lines = validate(launcher, "faulty-validator-accepts", *args)
+    migrated, migrated_lines = validate(launcher, "migrated", *args)
+
+    assert faulty.returncode == 0 and [line["ok"] for line in faulty_lines] == [True, True, True], faulty.stdout
+    assert migrated.returncode == 1 and [line["ok"] for line in migrated_lines] == [False, False, False]
