@@ -152,3 +152,32 @@ def test_faulty_validator_accepts_broken_configs_in_a_dry_run(launcher: Launcher
 
     assert faulty.returncode == 0 and [line["ok"] for line in faulty_lines] == [True, True, True], faulty.stdout
     assert migrated.returncode == 1 and [line["ok"] for line in migrated_lines] == [False, False, False]
+
+
+NEGATIVE_CONTROLS = [{"name": "wrong_port", "set": {"redis.port": 1}},
+                     {"name": "unreachable_host", "set": {"redis.host": "192.0.2.1"}},
+                     {"name": "wrong_type", "set": {"listen_port": "eight thousand"}}]
+
+
+@pytest.mark.parametrize("release, refused", [("migrated", [True, True, True]),
+                                              ("faulty-validator-accepts", [False, False, False])])
+def test_negative_controls_catch_a_validator_that_accepts_broken_configs(launcher: Launcher, tmp_path: Path,
+                                                                         redis_server, release: str,
+                                                                         refused: list[bool]) -> None:
+    import cutover_validator  # noqa: PLC0415 - library/ is on sys.path in the test session (conftest)
+    from cutover_testlib import run_module  # noqa: PLC0415
+
+    good = write_config(tmp_path, "good", "tts", redis_server.port)
+    before = good.read_text()
+    validator = deploy_release(release, "validator", launcher.app_root)
+    result = run_module(cutover_validator.main, {
+        "argv": [launcher.python_for(release, "validator"), str(validator / "validate.py")],
+        "args": ["--dry-run", "--config=%s" % good], "control_config": str(good),
+        "negative_controls": NEGATIVE_CONTROLS, "timeout": 30})
+    assert result["rc"] == 0, result
+    assert [(control["name"], control["refused"]) for control in result["controls"]] == list(
+        zip([control["name"] for control in NEGATIVE_CONTROLS], refused))
+    assert good.read_text() == before, "the real config is never touched"
+    copies = {Path(json.loads(line)["config"]).parent for control in result["controls"] for line in control["output"]
+              if line.startswith("{")}
+    assert copies and not any(folder.exists() for folder in copies), "the broken copies are removed"
