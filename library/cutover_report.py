@@ -7,12 +7,17 @@ module: cutover_report
 short_description: Write the report of a cutover run from its journal
 description:
   - Builds the report of one run from its journal entries (as returned by M(cutover_journal) with C(state=read)) and
-    writes C(<dest>/<run_id>/report.json) and the human summary C(<dest>/<run_id>/report.md) beside it.
+    writes C(<dest>/<run_id>/report.json), the human summary C(<dest>/<run_id>/report.md) beside it, and
+    C(<dest>/<run_id>/report.html), linked from report.md.
+  - report.html is one self-contained page (inline CSS and SVG, no script, no external resource) with the run's
+    timeline (stages, each wave's deploy per host, watch rounds, the trigger, each rollback step per host, the
+    outcome) and one plot per probe of its values across the phases baseline, canary, verify, watch and rollback, per
+    host, with the threshold where it is a number. Every journal value is escaped.
   - Then points C(<dest>/latest) at C(<run_id>) (a relative symlink).
   - Every file and the symlink are replaced atomically (temporary file or link in the same directory, C(fsync),
     rename), so a reader sees the old report or the new one, never half of one. The same content is not rewritten.
   - The report's fields are listed in C(docs/ARCHITECTURE.md). Secret-looking values that reached the journal are
-    masked again before anything is written.
+    masked again before anything is written, the page included.
   - Runs on the controller (C(delegate_to=localhost)).
 version_added: "1.0.0"
 author: cutover maintainers
@@ -53,7 +58,7 @@ EXAMPLES = r"""
 
 - name: Tell the operator
   ansible.builtin.debug:
-    msg: "{{ cutover_report_result.report.outcome }}: see {{ cutover_report_result.markdown_path }}"
+    msg: "{{ cutover_report_result.report.outcome }}: see {{ cutover_report_result.html_path }}"
 """
 
 RETURN = r"""
@@ -80,6 +85,9 @@ report:
            ended_at: "2026-11-25T22:23:01.010Z"}
     snapshot: {id: 20261125T222114Z-redis, keys: 1200, sha256: 9f2c..., verified: true}
     data: {keys_before: 1200, keys_after: 1200, lost: 0}
+    timeline:
+      - {lane: deploy tts, host: toy1, label: "wave 1 (canary): legacy -> migrated, state failed",
+         started_at: "2026-11-25T22:22:40.120Z", ended_at: "2026-11-25T22:23:00.950Z", status: failed}
 path:
   description: The report.json file.
   returned: success
@@ -90,6 +98,11 @@ markdown_path:
   returned: success
   type: str
   sample: /srv/cutover/reports/20261125T222114Z/report.md
+html_path:
+  description: The report.html file (timeline and probe plots).
+  returned: success
+  type: str
+  sample: /srv/cutover/reports/20261125T222114Z/report.html
 latest:
   description: The C(latest) symlink.
   returned: success
@@ -107,6 +120,7 @@ from typing import Any
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.cutover_journal import RUN_ID_PATTERN, fsync_dir, redact
 from ansible.module_utils.cutover_report import build_report, render_markdown
+from ansible.module_utils.cutover_report_html import render_html
 
 FILE_MODE = 0o640
 DIR_MODE = 0o750
@@ -211,20 +225,23 @@ def main() -> None:
     validate(module)
     dest, run_id = module.params["dest"], module.params["run_id"]
     found_secrets: set[str] = set()
-    report = build_report(redact(module.params["entries"], found_secrets), run_id=run_id)
+    entries = redact(module.params["entries"], found_secrets)
+    report = build_report(entries, run_id=run_id)
     # Keep secrets found in the entries out of the echoed module arguments as well.
     module.no_log_values.update(found_secrets)
     json_path = os.path.join(dest, run_id, "report.json")
     markdown_path = os.path.join(dest, run_id, "report.md")
+    html_path = os.path.join(dest, run_id, "report.html")
     files = {json_path: json.dumps(report, indent=2, ensure_ascii=False) + "\n",
-             markdown_path: render_markdown(report)}
+             markdown_path: render_markdown(report),
+             html_path: render_html(report, entries)}
     try:
         result = publish(dest, run_id, files, module.check_mode)
     except OSError as exc:
         module.fail_json(msg="writing the report of run %s under %s: %s" % (run_id, dest, exc),
                          exception=traceback.format_exc())
-    module.exit_json(report=report, path=json_path, markdown_path=markdown_path, latest=os.path.join(dest, LATEST),
-                     **result)
+    module.exit_json(report=report, path=json_path, markdown_path=markdown_path, html_path=html_path,
+                     latest=os.path.join(dest, LATEST), **result)
 
 
 if __name__ == "__main__":

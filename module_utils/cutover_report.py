@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from ansible.module_utils.cutover_events import ROLLBACK_STEP_NAMES
-from ansible.module_utils.cutover_run import closing_outcome, run_state
+from ansible.module_utils.cutover_run import closing_outcome, describe_trigger, run_state
 
 ROLLBACK_STEPS = tuple(ROLLBACK_STEP_NAMES)
 COMPONENT_EVENTS = ("component.deploying", "component.switched", "component.state")
@@ -16,6 +16,8 @@ ABORT_FIELDS = ("stage", "message")
 SNAPSHOT_FIELDS = ("id", "keys", "sha256", "verified")
 DATA_FIELDS = ("keys_before", "keys_after", "lost")
 PASSING_VERDICTS = ("pass", "recorded")
+DEPLOY_STATUSES = {"migrated": "ok", "unchanged": "ok", "failed": "failed"}
+HTML_LINK = "[timeline and probe plots](report.html)"
 
 Entry = dict[str, Any]
 
@@ -64,6 +66,7 @@ def build_report(entries: list[Entry], run_id: str | None = None,
         "rollback": rollback,
         "snapshot": snapshot_section(ordered),
         "data": _section(_last(ordered, "data.audited"), DATA_FIELDS),
+        "timeline": timeline_section(ordered, state["waves"]),
     }
 
 
@@ -164,6 +167,153 @@ def _step_number(value: Any) -> int | None:
         return None
 
 
+# ---- timeline -------------------------------------------------------------------------------------------
+
+def _moment(lane: str, host: str | None, label: str, at: str | None, status: str | None = None) -> dict[str, Any]:
+    return _span(lane, host, label, at, at, status)
+
+
+def _span(lane: str, host: str | None, label: str, started_at: str | None, ended_at: str | None,
+          status: str | None = None) -> dict[str, Any]:
+    return {"lane": lane, "host": host, "label": label, "started_at": started_at, "ended_at": ended_at,
+            "status": status}
+
+
+def _events(entries: list[Entry], event: str) -> list[Entry]:
+    return [entry for entry in entries if entry["event"] == event]
+
+
+def timeline_section(entries: list[Entry], run_waves: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """What happened when, in the order of the stages: one item per stage and host, wave deploy, watch round,
+    rollback step attempt, plus the run's start, abort and end (a moment: ``started_at == ended_at``).
+
+    ``ended_at`` is null while a span never ended; ``status`` is ``ok``, ``failed``, the outcome (run end) or null.
+    Spans the journal has no start for (preflight, snapshot) start where the step before them ended.
+    """
+    started = _first(entries, "run.started")
+    return (_run_items(entries, started) + _preflight_items(entries, started) + _snapshot_items(entries, started)
+            + _baseline_items(entries) + _deploy_items(entries, run_waves or []) + _watch_items(entries)
+            + _trigger_items(entries) + _rollback_step_items(entries) + _audit_items(entries)
+            + _finished_items(entries))
+
+
+def _run_items(entries: list[Entry], started: Entry | None) -> list[dict[str, Any]]:
+    items = [_moment("run", None, "started (%s)" % _data(started).get("playbook"), started["ts"])] if started else []
+    for aborted in _events(entries, "run.aborted"):
+        items.append(_moment("run", None, "aborted in %s on %s: %s" % (
+            _data(aborted).get("stage"), aborted.get("host"), _data(aborted).get("message")), aborted["ts"], "failed"))
+    return items
+
+
+def _finished_items(entries: list[Entry]) -> list[dict[str, Any]]:
+    finished = _last(entries, "run.finished")
+    if finished is None:
+        return []
+    outcome = _data(finished).get("outcome")
+    return [_moment("run", None, "finished: %s - %s" % (outcome, _data(finished).get("message")), finished["ts"],
+                    outcome)]
+
+
+def _preflight_items(entries: list[Entry], started: Entry | None) -> list[dict[str, Any]]:
+    items = []
+    for checked in _events(entries, "preflight.checked"):
+        checks = _data(checked).get("checks") or []
+        failed = [check.get("name") for check in checks if isinstance(check, dict) and not check.get("ok")]
+        label = "%d checks, failed: %s" % (len(checks), ", ".join(map(str, failed))) if failed else (
+            "%d checks passed" % len(checks))
+        items.append(_span("preflight", checked.get("host"), label, started["ts"] if started else checked["ts"],
+                           checked["ts"], "failed" if failed else "ok"))
+    return items
+
+
+def _snapshot_items(entries: list[Entry], started: Entry | None) -> list[dict[str, Any]]:
+    items = []
+    for created in _events(entries, "snapshot.created"):
+        data = _data(created)
+        before = [entry["ts"] for entry in entries if entry["seq"] < created["seq"]
+                  and entry["event"] in ("preflight.checked", "run.started")]
+        label = "%s: %s keys, %s, %s" % (data.get("id"), data.get("keys"), data.get("mode"),
+                                         "verified" if data.get("verified") else "NOT verified")
+        items.append(_span("snapshot", created.get("host"), label, before[-1] if before else created["ts"],
+                           created["ts"], "ok" if data.get("verified") else "failed"))
+    return items
+
+
+def _baseline_items(entries: list[Entry]) -> list[dict[str, Any]]:
+    by_host: dict[Any, list[Entry]] = {}
+    for entry in _events(entries, "probe.result"):
+        if _data(entry).get("phase") == "baseline":
+            by_host.setdefault(entry.get("host"), []).append(entry)
+    items = []
+    for host, results in by_host.items():
+        missed = sum(1 for entry in results if _data(entry).get("verdict") not in PASSING_VERDICTS)
+        stamps = sorted(entry["ts"] for entry in results)
+        label = ("%d probe results, %d not recorded" % (len(results), missed) if missed
+                 else "%d probe results recorded" % len(results))
+        items.append(_span("baseline", host, label, stamps[0], stamps[-1], "failed" if missed else "ok"))
+    return items
+
+
+def _deploy_items(entries: list[Entry], run_waves: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per deploy of a component on a host: from component.deploying to the component's next state."""
+    items = []
+    for deploying in _events(entries, "component.deploying"):
+        component, host = deploying.get("component"), deploying.get("host")
+        state = next((entry for entry in entries if entry["seq"] > deploying["seq"] and entry["event"] ==
+                      "component.state" and entry.get("component") == component and entry.get("host") == host), None)
+        wave = next((wave for wave in run_waves if wave["component"] == component and host in wave["hosts"]), None)
+        state_name = _data(state).get("state") if state else None
+        label = "%s%s -> %s, %s" % ("wave %d (%s): " % (wave["index"] + 1, wave["phase"]) if wave else "",
+                                     _data(deploying).get("from_release"), _data(deploying).get("to_release"),
+                                     "state %s" % state_name if state_name else "never finished")
+        items.append(_span("deploy %s" % component, host, label, deploying["ts"], state["ts"] if state else None,
+                           DEPLOY_STATUSES.get(state_name)))
+    return items
+
+
+def _watch_items(entries: list[Entry]) -> list[dict[str, Any]]:
+    started, finished = _first(entries, "watch.started"), _last(entries, "watch.finished")
+    if started is None:
+        return []
+    reason = _data(finished).get("reason") if finished else None
+    label = "%s rounds planned, every %s s; %s" % (_data(started).get("rounds"), _data(started).get("interval_s"),
+                                                  "ended: %s" % reason if finished else "never finished")
+    items = [_span("watch", None, label, started["ts"], finished["ts"] if finished else None,
+                   ("ok" if reason == "window ended" else "failed") if finished else None)]
+    round_starts: dict[Any, str] = {}
+    for done in _events(entries, "watch.round"):
+        host, passed = done.get("host"), _data(done).get("passed")
+        items.append(_span("watch rounds", host, "round %s %s" % (_data(done).get("round"),
+                                                                  "passed" if passed else "failed"),
+                           round_starts.get(host, started["ts"]), done["ts"], "ok" if passed else "failed"))
+        round_starts[host] = done["ts"]
+    return items
+
+
+def _trigger_items(entries: list[Entry]) -> list[dict[str, Any]]:
+    triggered = _first(entries, "rollback.triggered")
+    if triggered is None:
+        return []
+    trigger = _data(triggered).get("trigger") or {}
+    return [_moment("rollback triggered", trigger.get("host") or triggered.get("host"), describe_trigger(trigger),
+                    triggered["ts"], "failed")]
+
+
+def _rollback_step_items(entries: list[Entry]) -> list[dict[str, Any]]:
+    """Every attempt of every step on every host (a rerun after a crash shows beside the failed attempt)."""
+    attempts = sorted(_events(entries, "rollback.step"), key=lambda entry: _step_number(_data(entry).get("step")) or 0)
+    return [_span("rollback step %s %s" % (_data(entry).get("step"), _data(entry).get("name")), entry.get("host"),
+                  "%s: %s" % (_data(entry).get("status"), _data(entry).get("detail")), _data(entry).get("started_at"),
+                  _data(entry).get("ended_at"), "ok" if _data(entry).get("status") == "ok" else "failed")
+            for entry in attempts]
+
+
+def _audit_items(entries: list[Entry]) -> list[dict[str, Any]]:
+    return [_moment("data audit", entry.get("host"), "%s keys before, %s after, %s lost" % (
+        _data(entry).get("keys_before"), _data(entry).get("keys_after"), _data(entry).get("lost")), entry["ts"],
+        "failed" if _data(entry).get("lost") else "ok") for entry in _events(entries, "data.audited")]
+
+
 # ---- markdown -------------------------------------------------------------------------------------------
 
 OUTCOME_HEADLINES = {
@@ -191,7 +341,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     """A short summary for the operator on call: outcome first, then why, what, and whether data survived."""
     lines = ["# Cutover run %s: %s" % (report["run_id"], OUTCOME_HEADLINES.get(report["outcome"], report["outcome"])),
              ""]
-    lines += _summary_lines(report) + [""]
+    lines += _summary_lines(report) + ["", HTML_LINK, ""]
     lines += _trigger_lines(report["rollback"])
     lines += ["## Components", ""]
     lines += _table(["component", "host", "from", "to", "state"],

@@ -12,6 +12,7 @@ import cutover_journal
 import cutover_report
 from ansible.module_utils.cutover_events import ROLLBACK_STEP_NAMES, check_event
 from ansible.module_utils.cutover_report import build_report, render_markdown
+from ansible.module_utils.cutover_report_html import render_html
 from cutover_testlib import ModuleFailed, run_module
 
 RUN_ID = "20261125T222114Z"
@@ -89,11 +90,17 @@ def test_report_files_and_latest_link_are_written(tmp_path):
     dest = tmp_path / "reports"
     result = report(dest, entries)
     json_path, md_path = dest / RUN_ID / "report.json", dest / RUN_ID / "report.md"
+    html_path = dest / RUN_ID / "report.html"
     assert result["changed"] is True
     assert result["path"] == str(json_path) and result["markdown_path"] == str(md_path)
+    assert result["html_path"] == str(html_path)
     written = json.loads(json_path.read_text())
     assert written == result["report"] == build_report(entries)
     assert md_path.read_text() == render_markdown(written)
+    assert "[timeline and probe plots](report.html)" in md_path.read_text().splitlines()
+    assert html_path.read_text() == render_html(written, entries)
+    assert [(item["lane"], item["status"]) for item in written["timeline"]][-3:] == [
+        ("rollback step 6 resume_service", "ok"), ("data audit", "ok"), ("run", "rolled_back")]
     assert written["outcome"] == "rolled_back"
     assert written["components"] == [{"name": "tts", "host": "toy1", "from_release": "legacy",
                                       "to_release": "migrated", "state": "rolled_back"}]
@@ -107,9 +114,9 @@ def test_report_files_and_latest_link_are_written(tmp_path):
     assert written["message"] == "tts rolled back" and written["finished_at"] == entries[-1]["ts"]
     assert os.readlink(dest / "latest") == RUN_ID, "latest is a relative link to the run dir"
     assert (dest / "latest" / "report.json").read_text() == json_path.read_text()
-    assert stat.S_IMODE(json_path.stat().st_mode) == 0o640
+    assert stat.S_IMODE(json_path.stat().st_mode) == stat.S_IMODE(html_path.stat().st_mode) == 0o640
     assert sorted(os.listdir(dest)) == ["20261125T222114Z", "latest"], "no temp files or links left"
-    assert sorted(os.listdir(dest / RUN_ID)) == ["report.json", "report.md"]
+    assert sorted(os.listdir(dest / RUN_ID)) == ["report.html", "report.json", "report.md"]
 
 
 def test_the_journaled_run_fits_the_schema(tmp_path):
@@ -126,8 +133,9 @@ def test_no_secret_reaches_the_report(tmp_path):
     entries[-1]["data"]["message"] = "rolled back, redis://svc:%s@redis1:6379/0 is fine" % PASSWORD
     dest = tmp_path / "reports"
     result = report(dest, entries)
-    for path in (dest / RUN_ID / "report.json", dest / RUN_ID / "report.md"):
-        assert PASSWORD not in path.read_text()
+    for name in ("report.json", "report.md", "report.html"):
+        assert PASSWORD not in (dest / RUN_ID / name).read_text(), name
+    assert "redis://********@redis1:6379/0" in (dest / RUN_ID / "report.html").read_text(), "the masked form is shown"
     assert PASSWORD not in json.dumps(result)
 
 
@@ -166,6 +174,22 @@ def test_report_updates_when_the_journal_grew(tmp_path):
     result = report(dest, entries)
     assert result["changed"] is True
     assert json.loads((dest / RUN_ID / "report.json").read_text())["finished_at"] == entries[-1]["ts"]
+
+
+def test_a_change_only_the_page_shows_rewrites_only_the_page(tmp_path):
+    """A probe's detail is in report.html only: report.json and report.md stay as they are."""
+    journal, dest = tmp_path / "journal", tmp_path / "reports"
+    entries = rolled_back_run(journal)
+    report(dest, entries)
+    before = files_state(dest)
+    probe_result = next(entry for entry in entries if entry["event"] == "probe.result")
+    probe_result["data"]["detail"] = "412 ms over 20 requests"
+    result = report(dest, entries)
+    assert result["changed"] is True
+    assert result["diff"]["after"]["files_changed"] == [str(dest / RUN_ID / "report.html")]
+    after = files_state(dest)
+    assert [path for path in before if before[path] != after[path]] == [str(dest / RUN_ID / "report.html")]
+    assert "412 ms over 20 requests" in (dest / RUN_ID / "report.html").read_text()
 
 
 def test_check_mode_writes_nothing(tmp_path):

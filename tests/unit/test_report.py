@@ -152,7 +152,24 @@ def test_healthy_migrate_report_has_exact_fields():
         "rollback": None,
         "snapshot": {"id": RUN_ID + "-redis", "keys": 120, "sha256": SHA, "verified": True},
         "data": {"keys_before": 120, "keys_after": 120, "lost": 0},
+        "timeline": [
+            timeline_item("run", None, "started (migrate)", 1, 1),
+            timeline_item("preflight", "toy1", "1 checks passed", 1, 2, "ok"),
+            timeline_item("snapshot", "redis1", RUN_ID + "-redis: 120 keys, logical, verified", 2, 3, "ok"),
+            timeline_item("baseline", "toy1", "1 probe results recorded", 4, 4, "ok"),
+            timeline_item("deploy safety", "toy1", "legacy -> migrated, state migrated", 5, 8, "ok"),
+            timeline_item("deploy tts", "toy1", "legacy -> migrated, state migrated", 9, 12, "ok"),
+            timeline_item("watch", None, "2 rounds planned, every 2 s; ended: window ended", 13, 15, "ok"),
+            timeline_item("data audit", "redis1", "120 keys before, 120 after, 0 lost", 16, 16, "ok"),
+            timeline_item("run", None, "finished: migrated - done", 17, 17, "migrated"),
+        ],
     }
+
+
+def timeline_item(lane: str, host: str | None, label: str, start: int, end: int | None,
+                  status: str | None = None) -> dict[str, Any]:
+    return {"lane": lane, "host": host, "label": label, "started_at": ts(start),
+            "ended_at": ts(end) if end is not None else None, "status": status}
 
 
 def test_faulty_migrate_with_rollback():
@@ -241,6 +258,8 @@ def test_markdown_rolled_back_summary():
     lines = text.splitlines()
     assert lines[0] == "# Cutover run %s: ROLLED BACK - the old release is serving again" % RUN_ID
     assert lines[2].startswith("**Outcome: rolled_back** (migrate to release `migrated`)")
+    assert lines[4] == "done"
+    assert lines[6] == "[timeline and probe plots](report.html)", "the page is linked right under the summary"
     assert "Probe `tts_cached_latency_ms` of component `tts`: value **412.0** vs baseline 38.5 (threshold 3.0)." in lines
     assert "| tts | toy1 | legacy | migrated | rolled_back |" in lines
     assert "| 4 | restart_redis_restore_data | ok | s4-ok | e4 |  |" in lines
