@@ -8,7 +8,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 ANSIBLE_ARGS ?=
 
 .PHONY: docs help venv system-deps up migrate rollback down test lint pytest molecule molecule-e2e molecule-fleet molecule-roles \
-        pytest-e2e-fleet clean bench-snapshot bench-rollback
+        pytest-e2e-fleet clean bench-snapshot bench-rollback load healthy-runs
 
 help:
 	@echo "make migrate   set up, start the demo on its legacy release, migrate it (playbooks/migrate.yml)"
@@ -17,6 +17,8 @@ help:
 	@echo "make test      linters, pytest against real redis-server, every Molecule scenario"
 	@echo "make bench-snapshot  snapshot modes vs BGSAVE, redis-cli --rdb and a naive redis-py dump (1M keys)"
 	@echo "make bench-rollback  time to roll a failed migrate back (mttr, exposure, outage) vs a stop/start floor"
+	@echo "make load      steady user traffic at every demo component (LOAD_ARGS='--rate 40 --duration 120'), counted"
+	@echo "make healthy-runs  10 healthy migrates of a demo of its own in a row, the last under make load"
 
 $(BIN)/.installed: requirements.txt constraints.txt
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' || \
@@ -90,3 +92,14 @@ bench-snapshot: venv system-deps
 # of them (bench/floor.yml); in a temp dir on free ports of its own, never .run/ or reports/.
 bench-rollback: venv system-deps
 	$(BIN)/python bench/bench_rollback.py
+
+# Steady user traffic at every component of the inventory's demo (loopback only, bounded, stops by itself),
+# counted per component and second into reports/load-<UTC time>.json. E.g. LOAD_ARGS='--rate 20 --duration 60'.
+LOAD_ARGS ?=
+load: venv
+	$(BIN)/python bench/load.py $(LOAD_ARGS)
+
+# 10 migrates legacy -> migrated of a demo of its own (temp dir, free ports), each but the last followed by
+# playbooks/rollback.yml; the last under bench/load.py. Fails unless all migrated, 0 keys lost, 0 failed requests.
+healthy-runs: venv system-deps
+	$(BIN)/python bench/healthy_runs.py

@@ -12,7 +12,8 @@ from typing import Any
 TIMESTAMP_PATTERN = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?Z$")
 
 PHASES = ("baseline", "canary", "verify", "watch", "rollback")
-VERDICTS = ("pass", "fail", "recorded", "error")
+# "error" is only in journals written before probes were judged over measurements (now: "inconclusive").
+VERDICTS = ("pass", "fail", "inconclusive", "recorded", "error")
 OUTCOMES = ("migrated", "rolled_back", "failed")
 COMPONENT_STATES = ("migrated", "failed", "rolled_back", "unchanged")
 STEP_STATUSES = ("ok", "failed")
@@ -103,13 +104,21 @@ EVENTS: dict[str, dict[str, Field]] = {
     "probe.result": {
         "probe": Field(STR, "probe name"),
         "phase": Field(STR, "`baseline`, `canary`, `verify`, `watch`, `rollback`", choices=PHASES),
-        "verdict": Field(STR, "`pass`, `fail`, `recorded`, `error`", choices=VERDICTS),
+        "verdict": Field(STR, "`pass`, `fail`, `inconclusive`, `recorded` (`error` in journals of older runs)",
+                         choices=VERDICTS),
         "value": Field(ANY, "measured value"),
         "baseline": Field(ANY, "baseline value judged against"),
         "threshold": Field(ANY, "the rules that were applied"),
         "critical": Field(BOOL, "whether the probe gates the rollout"),
         "metric": optional(OPT_STR, "metric name"),
         "detail": optional(OPT_STR, "what was measured, or the error"),
+        "measurements": optional(LIST, "every measurement in order: `{at, value, verdict (pass, fail, error), "
+                                       "detail}`; `value` is their median (numbers) or the last one"),
+        "failures": optional(INT, "measurements that broke the rules"),
+        "errors": optional(INT, "measurements that could not be taken or judged"),
+        "spec": optional(DICT, "the probe as run: placeholders filled, defaults and judgement settings in (`count`, "
+                               "`interval`, `initial_delay`, `failure_limit`, `consecutive_error_limit`, "
+                               "`inconclusive`), secrets masked"),
     },
     "watch.started": {
         "duration_s": Field(INT, "length of the watch window"),

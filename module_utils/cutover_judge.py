@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+import statistics
 from typing import Any, Callable
 from urllib.parse import unquote, urlsplit
 
@@ -14,14 +15,23 @@ HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 ABSOLUTE_RULES = ("min", "max", "equals")
 RELATIVE_RULES = ("max_ratio", "min_ratio", "max_increase", "max_decrease")
 RULES = ABSOLUTE_RULES + RELATIVE_RULES
+INCONCLUSIVE_POLICIES = ("rollback", "pause")
+RESOURCES = ("rss_mb", "fds", "clients")
+TTL_STATS = ("min", "median")
 
 MAX_REQUESTS = 10000
 MAX_CONCURRENCY = 64
+MAX_COUNT = 1000
 MAX_SECONDS = 3600.0
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
 HEADER_NAME_PATTERN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+SECRET_OPTION = re.compile(r"password|passwd|secret|token|api[-_]?key|credential", re.I)
 
-COMMON_FIELDS = ("name", "type", "metric", "critical", "expect", "timeout", "description")
+# How a probe is judged (Argo Rollouts' analysis fields): measurements, their spacing and the failures tolerated.
+JUDGEMENT_DEFAULTS: dict[str, Any] = {"count": 1, "interval": 0, "initial_delay": 0, "failure_limit": 0,
+                                      "consecutive_error_limit": 0}
+JUDGEMENT_FIELDS = tuple(JUDGEMENT_DEFAULTS) + ("inconclusive",)
+COMMON_FIELDS = ("name", "type", "metric", "critical", "expect", "timeout", "description") + JUDGEMENT_FIELDS
 
 # (type, metric) -> {field: required}. A type's field not listed for a metric is refused for that metric.
 METRIC_FIELDS: dict[str, dict[str, dict[str, bool]]] = {
@@ -33,6 +43,9 @@ METRIC_FIELDS: dict[str, dict[str, dict[str, bool]]] = {
         "json_field": {"field": True},
         "json_ratio": {"field": True, "value": True},
         "header_ratio": {"header": True, "value": True},
+        "process_growth": {"resource": True, "burst_url": True, "burst_requests": False, "burst_concurrency": False,
+                           "pid_url": True, "pid_field": False, "window": False, "settle": False, "samples": False,
+                           "client_name": False},
     },
     "redis": {
         "ping_ms": {},
@@ -41,10 +54,13 @@ METRIC_FIELDS: dict[str, dict[str, dict[str, bool]]] = {
         "client_count": {"client_name": False},
         "client_growth": {"client_name": False, "burst_url": True, "burst_requests": False, "settle": False},
         "used_memory_mb": {},
+        "new_key_ttl_s": {"pattern": True, "trigger_url": True, "trigger_requests": False, "window": False,
+                          "stat": False},
     },
     "command": {
         "exit_code": {},
         "duration_ms": {},
+        "readable_ratio": {"write_url": True, "write_requests": False},
     },
 }
 
@@ -54,6 +70,8 @@ TYPE_FIELDS: dict[str, dict[str, bool]] = {
     "redis": {},
     "command": {"argv": True, "cwd": False},
 }
+# Metrics that send no request of the probe's own shape: their type's fields (url, requests, ...) do not apply.
+WITHOUT_TYPE_FIELDS = frozenset({("http", "process_growth")})
 
 DEFAULTS: dict[str, Any] = {
     "critical": True,
@@ -66,8 +84,14 @@ DEFAULTS: dict[str, Any] = {
     "window": 3.0,
     "match": {},
     "burst_requests": 10,
+    "burst_concurrency": 1,
     "settle": 0.5,
+    "samples": 3,
+    "pid_field": "pid",
+    "stat": "min",
+    "write_requests": 5,
 }
+DEFAULT_PID_PATH = "/healthz"
 
 
 class ProbeSpecError(ValueError):
@@ -141,6 +165,14 @@ def _check_text(value: Any) -> str:
     return value
 
 
+def _check_choice(choices: tuple[str, ...]) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if value not in choices:
+            raise ProbeSpecError("must be one of %s, got %s" % (", ".join(choices), _shown(value)))
+        return value
+    return check
+
+
 def _check_bool(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ProbeSpecError("must be true or false, got %s" % _shown(value))
@@ -162,7 +194,9 @@ def check_url(value: Any) -> str:
     except ValueError:
         raise ProbeSpecError("must be an http:// or https:// URL with a valid port, got %s" % _shown(mask_url(value)))
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ProbeSpecError("must be an http:// or https:// URL with a host, got %s" % _shown(mask_url(value)))
+        relative = " (one starting with / needs the component's base_url)" if value.startswith("/") else ""
+        raise ProbeSpecError("must be an http:// or https:// URL with a host%s, got %s"
+                             % (relative, _shown(mask_url(value))))
     return value
 
 
@@ -255,6 +289,20 @@ FIELD_CHECKS: dict[str, Callable[[Any], Any]] = {
     "settle": lambda v: _check_number(v, 0, MAX_SECONDS),
     "argv": _check_argv,
     "cwd": _check_text,
+    "count": lambda v: _check_number(v, 1, MAX_COUNT, integer=True),
+    "interval": lambda v: _check_number(v, 0, MAX_SECONDS),
+    "initial_delay": lambda v: _check_number(v, 0, MAX_SECONDS),
+    "failure_limit": lambda v: _check_number(v, 0, MAX_COUNT, integer=True),
+    "consecutive_error_limit": lambda v: _check_number(v, 0, MAX_COUNT, integer=True),
+    "inconclusive": _check_choice(INCONCLUSIVE_POLICIES),
+    "resource": _check_choice(RESOURCES),
+    "burst_concurrency": lambda v: _check_number(v, 1, MAX_CONCURRENCY, integer=True),
+    "pid_url": check_url,
+    "pid_field": _check_field_path,
+    "samples": lambda v: _check_number(v, 1, MAX_COUNT, integer=True),
+    "stat": _check_choice(TTL_STATS),
+    "write_url": check_url,
+    "write_requests": lambda v: _check_number(v, 1, MAX_COUNT, integer=True),
 }
 
 
@@ -286,11 +334,49 @@ def _check_expect(expect: Any) -> tuple[dict[str, Any], list[str]]:
 
 
 def _fields_used(probe_type: str, metric: str) -> dict[str, bool]:
+    if (probe_type, metric) in WITHOUT_TYPE_FIELDS:
+        return dict(METRIC_FIELDS[probe_type][metric])
     return {**TYPE_FIELDS[probe_type], **METRIC_FIELDS[probe_type][metric]}
 
 
 def _metrics_using(probe_type: str, field: str) -> list[str]:
-    return [metric for metric, fields in METRIC_FIELDS[probe_type].items() if field in fields]
+    return [metric for metric in METRIC_FIELDS[probe_type] if field in _fields_used(probe_type, metric)]
+
+
+def _judgement_problems(spec: dict[str, Any]) -> list[str]:
+    """Judgement fields that contradict each other (each one is valid on its own)."""
+    settings = judgement_settings(spec)
+    count = settings["count"]
+    problems = []
+    if settings["failure_limit"] >= count:
+        problems.append("failure_limit (%d) must be less than count (%d): the probe fails when more than "
+                        "failure_limit of its count measurements fail, so it could never fail"
+                        % (settings["failure_limit"], count))
+    if settings["consecutive_error_limit"] >= count:
+        problems.append("consecutive_error_limit (%d) must be less than count (%d): %d measurement(s) cannot have "
+                        "more errors in a row than that" % (settings["consecutive_error_limit"], count, count))
+    if spec.get("inconclusive") == "rollback" and not spec["critical"]:
+        problems.append("inconclusive rollback needs critical true (a non-critical probe never rolls back; "
+                        "use pause)")
+    planned = settings["initial_delay"] + settings["interval"] * (count - 1)
+    if planned > MAX_SECONDS:
+        problems.append("initial_delay + interval x (count - 1) must be at most %s seconds, got %s"
+                        % (format_value(MAX_SECONDS), format_value(float(planned))))
+    return problems
+
+
+def _metric_problems(spec: dict[str, Any]) -> list[str]:
+    """Fields of process_growth and readable_ratio that only make sense together."""
+    if spec["metric"] == "readable_ratio" and "{nonce}" not in spec["write_url"]:
+        return ["write_url must contain {nonce}: each write makes a fresh entry, and the reader is given the nonces "
+                "to find them"]
+    if spec["metric"] != "process_growth":
+        return []
+    if spec["resource"] == "clients" and "client_name" not in spec:
+        return ["client_name is required for resource clients (the CLIENT LIST name of the component's connections)"]
+    if spec["resource"] != "clients" and "client_name" in spec:
+        return ["client_name is only used with resource clients, not %s" % spec["resource"]]
+    return []
 
 
 def _validate_one(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -333,8 +419,10 @@ def _validate_one(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
                         % ", ".join(RULES))
     for field, required in used.items():
         if required and field not in raw:
-            problems.append("%s is required for metric %s" % (field, metric))
-    if probe_type == "http" and ("url" in raw) == ("urls" in raw):
+            problems.append("%s is required for metric %s%s" % (
+                field, metric, " (without the component's base_url; with one it defaults to %s)" % DEFAULT_PID_PATH
+                if field == "pid_url" else ""))
+    if "url" in used and ("url" in raw) == ("urls" in raw):
         problems.append("url or urls is required (exactly one of them) for an http probe")
     if metric == "header_ratio" and "value" in spec and not isinstance(spec["value"], str):
         problems.append("value must be a string for metric header_ratio (header values are text), got %s"
@@ -345,7 +433,10 @@ def _validate_one(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     for field, default in DEFAULTS.items():
         if field in COMMON_FIELDS or field in used:
             spec.setdefault(field, default.copy() if isinstance(default, dict) else default)
-    if probe_type == "http" and "url" in spec:
+    problems = _judgement_problems(spec) + _metric_problems(spec)
+    if problems:
+        return {}, problems
+    if "url" in spec:
         spec["urls"] = [spec.pop("url")]
     return spec, problems
 
@@ -363,11 +454,23 @@ def fill_placeholders(value: Any, mapping: dict[str, str]) -> Any:
     return value
 
 
-URL_FIELDS = ("url", "trigger_url", "burst_url")
+def uses_placeholder(value: Any, name: str) -> bool:
+    """True when a string inside ``value`` holds ``{name}``."""
+    if isinstance(value, str):
+        return "{%s}" % name in value
+    if isinstance(value, dict):
+        return any(uses_placeholder(item, name) for item in value.values())
+    if isinstance(value, list):
+        return any(uses_placeholder(item, name) for item in value)
+    return False
+
+
+URL_FIELDS = ("url", "trigger_url", "burst_url", "pid_url", "write_url")
 
 
 def resolve_relative_urls(probes: Any, base_url: str | None) -> Any:
-    """Join probe URLs that start with '/' (url, urls, trigger_url, burst_url) to the component's base_url.
+    """Join probe URLs that start with '/' (url, urls, trigger_url, burst_url, pid_url, write_url) to the
+    component's base_url; a process_growth probe without pid_url gets the base_url's /healthz.
 
     Without a base_url they are left alone, so validation reports them as not being http(s) URLs.
     """
@@ -381,6 +484,8 @@ def resolve_relative_urls(probes: Any, base_url: str | None) -> Any:
     resolved = []
     for probe in probes:
         if isinstance(probe, dict):
+            if probe.get("metric") == "process_growth" and "pid_url" not in probe:
+                probe = dict(probe, pid_url=DEFAULT_PID_PATH)
             probe = dict(probe, **{field: join(probe[field]) for field in URL_FIELDS if field in probe})
             if isinstance(probe.get("urls"), list):
                 probe["urls"] = [join(url) for url in probe["urls"]]
@@ -475,12 +580,54 @@ def url_passwords(probes: Any) -> set[str]:
         if not isinstance(probe, dict):
             continue
         urls = probe.get("urls") if isinstance(probe.get("urls"), list) else []
-        for url in urls + [probe.get(name) for name in ("url", "trigger_url", "burst_url")]:
+        for url in urls + [probe.get(name) for name in URL_FIELDS]:
             if isinstance(url, str) and "@" in url:
                 password = urlsplit(url).password
                 if password:
                     found.update({password, unquote(password)})
     return found
+
+
+def argv_secrets(probes: Any) -> set[str]:
+    """The values mask_argv hides in the argv of raw probe dicts, to mask everywhere in output."""
+    found: set[str] = set()
+    for probe in probes if isinstance(probes, list) else []:
+        argv = probe.get("argv") if isinstance(probe, dict) else None
+        if isinstance(argv, list) and all(isinstance(item, str) for item in argv):
+            found.update(secret for secret, shown in zip(argv, mask_argv(argv)) if shown != secret)
+    return {secret.partition("=")[2] if secret.startswith("-") else secret for secret in found} - {""}
+
+
+def mask_argv(argv: list[str]) -> list[str]:
+    """argv as recorded: the value of --password=VALUE (or the item after a bare --password) becomes ***, for
+    every option whose name says it holds a secret (password, secret, token, api key, credential)."""
+    masked: list[str] = []
+    hide_next = False
+    for item in argv:
+        name, equals, _ = item.partition("=")
+        if hide_next:
+            masked.append("***")
+            hide_next = False
+        elif name.startswith("-") and SECRET_OPTION.search(name):
+            masked.append(name + "=***" if equals else item)
+            hide_next = not equals
+        else:
+            masked.append(item)
+    return masked
+
+
+def recorded_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """The resolved probe as a verdict records it: placeholders filled, defaults and judgement settings in,
+    passwords in URLs and secret-looking arguments masked."""
+    recorded = {**spec, **judgement_settings(spec)}
+    for field in URL_FIELDS:
+        if field in recorded:
+            recorded[field] = mask_url(recorded[field])
+    if "urls" in recorded:
+        recorded["urls"] = [mask_url(url) for url in recorded["urls"]]
+    if "argv" in recorded:
+        recorded["argv"] = mask_argv(recorded["argv"])
+    return recorded
 
 
 # ---------------------------------------------------------------- judgement
@@ -537,11 +684,12 @@ def applicable_rules(expect: dict[str, Any], phase: str) -> list[tuple[str, Any]
 
 def judge(expect: dict[str, Any], phase: str, value: Any, baseline: Any = None,
           error: str | None = None) -> dict[str, str]:
-    """Judge one probe value.
+    """Judge one measured value.
 
     Returns {verdict, threshold, detail}. Verdicts: ``recorded`` (baseline phase, absolute rules hold),
     ``pass``, ``fail`` (a rule does not hold), ``error`` (no value, or a rule could not be evaluated,
     e.g. a ratio rule without a baseline). A definite failure outranks an evaluation error.
+    A probe's verdict comes from the outcomes of all its measurements (analysis_verdict).
     """
     outcomes = [_rule_outcome(rule, limit, value, baseline) for rule, limit in applicable_rules(expect, phase)]
     threshold = " and ".join(text for text, _, _ in outcomes)
@@ -558,30 +706,156 @@ def judge(expect: dict[str, Any], phase: str, value: Any, baseline: Any = None,
     return {"verdict": verdict, "threshold": threshold, "detail": "; ".join(failed + unevaluated)}
 
 
+# ---------------------------------------------------------------- judgement over several measurements
+
+def judgement_settings(spec: dict[str, Any]) -> dict[str, Any]:
+    """count, interval, initial_delay, failure_limit, consecutive_error_limit and inconclusive, defaults filled."""
+    settings = {field: spec.get(field, default) for field, default in JUDGEMENT_DEFAULTS.items()}
+    settings["inconclusive"] = spec.get("inconclusive") or ("rollback" if spec.get("critical", True) else "pause")
+    return settings
+
+
+def analysis_verdict(outcomes: list[str], settings: dict[str, Any]) -> str | None:
+    """The verdict the measurement outcomes so far decide, or None while more measurements are due.
+
+    ``outcomes`` are judge() verdicts in measurement order (``pass``/``recorded``, ``fail``, ``error``). Like an
+    Argo Rollouts analysis: more than failure_limit failed measurements fail the probe, more than
+    consecutive_error_limit errors in a row make it inconclusive (whichever happens first), and after count
+    measurements it passes when at least one measurement passed (inconclusive when none did).
+    """
+    failures = errors_in_row = 0
+    for outcome in outcomes:
+        failures += outcome == "fail"
+        errors_in_row = errors_in_row + 1 if outcome == "error" else 0
+        if failures > settings["failure_limit"]:
+            return "fail"
+        if errors_in_row > settings["consecutive_error_limit"]:
+            return "inconclusive"
+    if len(outcomes) < settings["count"]:
+        return None
+    return "pass" if any(outcome in ("pass", "recorded") for outcome in outcomes) else "inconclusive"
+
+
+def is_single(settings: dict[str, Any]) -> bool:
+    """True for one measurement (the default), whose threshold and detail texts stay as they always were."""
+    return settings["count"] == 1
+
+
+def analysis_text(outcomes: list[str], settings: dict[str, Any], verdict: str) -> str:
+    """'5 of 5 measurement(s): 4 passed, 1 failed (failure_limit 1), 0 error(s) ...', empty for one measurement."""
+    if is_single(settings):
+        return ""
+    passed = sum(outcome in ("pass", "recorded") for outcome in outcomes)
+    text = "%d of %d measurement(s): %d passed, %d failed (failure_limit %d), %d error(s) " \
+        "(consecutive_error_limit %d)" % (len(outcomes), settings["count"], passed, outcomes.count("fail"),
+                                          settings["failure_limit"], outcomes.count("error"),
+                                          settings["consecutive_error_limit"])
+    if verdict == "inconclusive":
+        text += "; %s" % ("more errors in a row than consecutive_error_limit"
+                          if longest_error_run(outcomes) > settings["consecutive_error_limit"]
+                          else "no measurement passed")
+    return text
+
+
+def longest_error_run(outcomes: list[str]) -> int:
+    longest = run = 0
+    for outcome in outcomes:
+        run = run + 1 if outcome == "error" else 0
+        longest = max(longest, run)
+    return longest
+
+
+def threshold_text(rules_text: str, settings: dict[str, Any]) -> str:
+    """The rules, and with several measurements how many of them may break the rules."""
+    if is_single(settings):
+        return rules_text
+    return "%s; at most %d of %d measurement(s) may break it" % (rules_text or "(none)", settings["failure_limit"],
+                                                                   settings["count"])
+
+
+def representative_value(values: list[Any]) -> Any:
+    """The probe's value: the median of what was measured when it is all numbers, else the last value measured.
+
+    One measurement gives its own value; None when nothing was measured.
+    """
+    measured = [value for value in values if value is not None]
+    if not measured:
+        return None
+    if all(is_number(value) for value in measured):
+        return statistics.median(measured)
+    return measured[-1]
+
+
+# ---------------------------------------------------------------- what the verdicts ask of the rollout
+
+def inconclusive_policy(result: dict[str, Any]) -> str:
+    """rollback or pause: the probe's own choice, by default rollback for a critical probe and pause otherwise."""
+    chosen = (result.get("spec") or {}).get("inconclusive")
+    return chosen or ("rollback" if result["critical"] else "pause")
+
+
+def gate(result: dict[str, Any], phase: str) -> str:
+    """What one result asks of the rollout: ``go``, ``rollback``, ``pause`` (wait for a human) or ``note``
+    (a non-critical failure: listed, nothing stops). A rollback cannot pause, so in phase rollback an
+    inconclusive probe counts like a failed one."""
+    verdict = result["verdict"]
+    if verdict in ("pass", "recorded"):
+        return "go"
+    if verdict == "inconclusive" and phase != "rollback":
+        return inconclusive_policy(result)
+    return "rollback" if result["critical"] else "note"
+
+
+def rollback_cause(results: list[dict[str, Any]], phase: str) -> dict[str, Any] | None:
+    """The result that triggers the rollback: the first critical probe that failed, else the first that was
+    inconclusive with policy rollback; None when no result asks for a rollback."""
+    stopping = [result for result in results if gate(result, phase) == "rollback"]
+    return next((result for result in stopping if result["verdict"] == "fail"), stopping[0] if stopping else None)
+
+
+def paused(results: list[dict[str, Any]], phase: str) -> bool:
+    """True when an inconclusive probe asks to wait for a human and nothing asks for a rollback."""
+    gates = [gate(result, phase) for result in results]
+    return "pause" in gates and "rollback" not in gates
+
+
 def failure_line(result: dict[str, Any]) -> str:
-    """'component/probe: value V, baseline B, threshold T' (errors add their detail)."""
+    """'component/probe: value V, baseline B, threshold T' (errors and inconclusive verdicts add their detail)."""
     line = "%s/%s: value %s, baseline %s, threshold %s" % (
         result["component"], result["probe"], format_value(result["value"]),
         format_value(result["baseline"]), result["threshold"] or "(none)")
     if not result["critical"]:
         line += " (non-critical)"
-    if result["verdict"] == "error" and result.get("detail"):
-        line += "; error: %s" % result["detail"]
+    if result["verdict"] in ("error", "inconclusive") and result.get("detail"):
+        line += "; %s: %s" % (result["verdict"], result["detail"])
     return line
 
 
+def _stopping_counts(stopping: list[dict[str, Any]]) -> str:
+    failed = sum(result["verdict"] != "inconclusive" for result in stopping)
+    inconclusive = len(stopping) - failed
+    parts = (["%d critical probe(s) failed" % failed] if failed else []) + \
+        (["%d critical probe(s) inconclusive" % inconclusive] if inconclusive else [])
+    return ", ".join(parts)
+
+
 def summarize(component: str, phase: str, results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Return {passed, failures, msg}: passed is false when a critical probe failed or errored."""
-    bad = [result for result in results if result["verdict"] in ("fail", "error")]
-    critical_bad = [result for result in bad if result["critical"]]
+    """Return {passed, failures, msg}: passed is false when a result asks for a rollback or a pause."""
+    gates = [(result, gate(result, phase)) for result in results]
+    bad = [result for result, action in gates if action != "go"]
+    stopping = [result for result, action in gates if action == "rollback"]
+    pausing = [result for result, action in gates if action == "pause"]
     failures = [failure_line(result) for result in bad]
-    if critical_bad:
-        msg = "%s %s: %d critical probe(s) failed: %s" % (
-            component, phase, len(critical_bad), "; ".join(failure_line(r) for r in critical_bad))
+    if stopping:
+        msg = "%s %s: %s: %s" % (component, phase, _stopping_counts(stopping),
+                                 "; ".join(failure_line(result) for result in stopping))
+    elif pausing:
+        msg = "%s %s: paused for a human, %d probe(s) inconclusive: %s" % (
+            component, phase, len(pausing), "; ".join(failure_line(result) for result in pausing))
     elif phase == "baseline":
         msg = "%s baseline: %d probe(s) recorded" % (component, len(results) - len(bad))
     else:
         msg = "%s %s: %d of %d probe(s) passed" % (component, phase, len(results) - len(bad), len(results))
-    if bad and not critical_bad:
+    if bad and not stopping and not pausing:
         msg += " (%d non-critical probe(s) failed)" % len(bad)
-    return {"passed": not critical_bad, "failures": failures, "msg": msg}
+    return {"passed": not stopping and not pausing, "failures": failures, "msg": msg}

@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
 import sys
+import textwrap
 import threading
 import time
 from collections import Counter
@@ -35,6 +39,13 @@ class ToyService(ThreadingHTTPServer):
         self.pooled = redis_server.client(client_name="toy-pooled")
         self.pooled.ping()
         self.leaked: list[redis.Redis] = []
+        self.calls: Counter[str] = Counter()
+        self.written_nonces: list[str] = []
+
+    def count_call(self, name: str) -> int:
+        with self.lock:
+            self.calls[name] += 1
+            return self.calls[name]
 
     @property
     def base(self) -> str:
@@ -114,8 +125,59 @@ class ToyHandler(BaseHTTPRequestHandler):
         elif route == "/pooled":
             self.server.pooled.ping()
             self.reply_json({"ok": True})
+        elif route in RELEASE_ROUTES:
+            RELEASE_ROUTES[route](self, query)
         else:
             self.reply(404, b"not found", "text/plain")
+
+    # ---- what a release writes, and how a judgement over several measurements sees the service
+
+    def cache_with_ttl(self, query: dict[str, str]) -> None:
+        """/tts-speak writes tts:<text> with a TTL of ttl seconds; unit=ms is the px= porting mistake."""
+        ttl = int(query["ttl"])
+        key = "tts:" + query["text"]
+        if query.get("unit") == "ms":
+            self.server.alerts.set(key, b"audio", px=ttl)
+        else:
+            self.server.alerts.set(key, b"audio", ex=ttl)
+        self.reply_json({"cached": False})
+
+    def write_reply(self, query: dict[str, str]) -> None:
+        """/reply-write stores ai:reply:<nonce> as the old release does (a hash) or, format=new, as a JSON string
+        the old release cannot read; format=mixed alternates old, new, old, ... per call."""
+        nonce, kind = query["nonce"], query.get("format", "old")
+        if kind == "mixed":
+            kind = "old" if self.server.count_call("mixed") % 2 else "new"
+        key = "ai:reply:" + nonce
+        if kind == "new":
+            self.server.alerts.set(key, json.dumps({"reply": "hi"}))
+        else:
+            self.server.alerts.hset(key, mapping={"reply": "hi"})
+        with self.server.lock:
+            self.server.written_nonces.append(nonce)
+        self.reply_json({"reply": "hi", "cached": False})
+
+    def flaky(self, query: dict[str, str]) -> None:
+        """/flaky?key=K&fail=2,3: 503 on those calls of key K (counted from 1), 200 otherwise."""
+        call = self.server.count_call("flaky:" + query["key"])
+        failing = {int(number) for number in query.get("fail", "").split(",") if number}
+        self.reply(503 if call in failing else 200, b"flaky", "text/plain")
+
+    def warming(self, query: dict[str, str]) -> None:
+        """/warming?key=K&cold=2: not JSON for the first `cold` calls of key K, then {"status": "ok"}."""
+        if self.server.count_call("warming:" + query["key"]) <= int(query["cold"]):
+            self.reply(200, b"<warming up>", "text/html")
+        else:
+            self.reply_json({"status": "ok"})
+
+    def changing_pid(self, query: dict[str, str]) -> None:
+        """/changing-pid: this process's pid first, then pid 1's - a component restarted in between."""
+        first = self.server.count_call("changing-pid") == 1
+        self.reply_json({"pid": os.getpid() if first else 1})
+
+
+RELEASE_ROUTES = {"/tts-speak": ToyHandler.cache_with_ttl, "/reply-write": ToyHandler.write_reply,
+                  "/flaky": ToyHandler.flaky, "/warming": ToyHandler.warming, "/changing-pid": ToyHandler.changing_pid}
 
 
 @pytest.fixture
@@ -226,7 +288,7 @@ def test_timeout_gives_error_rate_one_and_is_bounded(toy: ToyService) -> None:
     assert "timed out after 0.2s" in entry["detail"]
 
 
-def test_connection_refused_gives_failure_values_or_error_and_never_crashes() -> None:
+def test_connection_refused_gives_failure_values_or_inconclusive_and_never_crashes() -> None:
     url = "http://127.0.0.1:%d/healthz" % free_port()
     result = probe(probes=[
         {"name": "errors", "type": "http", "url": url, "requests": 2, "metric": "error_rate", "expect": {"max": 0}},
@@ -238,13 +300,16 @@ def test_connection_refused_gives_failure_values_or_error_and_never_crashes() ->
     results = by_name(result)
     assert (results["errors"]["value"], results["errors"]["verdict"]) == (1.0, "fail")
     assert (results["ok"]["value"], results["ok"]["verdict"]) == (0.0, "fail")
-    assert (results["latency"]["value"], results["latency"]["verdict"]) == (None, "error")
+    assert (results["latency"]["value"], results["latency"]["verdict"]) == (None, "inconclusive")
     assert "no request got a response (connection refused)" in results["latency"]["detail"]
-    assert (results["status"]["value"], results["status"]["verdict"]) == (None, "error")
+    assert (results["status"]["value"], results["status"]["verdict"]) == (None, "inconclusive")
     assert "connection refused" in results["status"]["detail"]
     assert result["passed"] is False
-    assert "tts/latency: value none, baseline none, threshold <= 100; error: no request got a response" \
+    assert "tts/latency: value none, baseline none, threshold <= 100; inconclusive: no request got a response" \
         in " ".join(result["failures"])
+    # a failure value outranks an inconclusive probe as the trigger
+    assert (result["trigger"]["probe"], result["trigger"]["verdict"]) == ("errors", "fail")
+    assert result["paused"] is False
 
 
 def test_json_field_reads_a_dotted_path_of_the_last_response(toy: ToyService) -> None:
@@ -262,11 +327,13 @@ def test_json_field_reads_a_dotted_path_of_the_last_response(toy: ToyService) ->
     assert (results["status"]["value"], results["status"]["verdict"]) == ("ok", "pass")
     assert (results["in_use"]["value"], results["in_use"]["verdict"]) == (1, "pass")
     assert results["in_use"]["threshold"] == "<= baseline 0 + 2 (2)"
-    assert results["missing"]["verdict"] == "error"
+    assert results["missing"]["verdict"] == "inconclusive"
     assert "response JSON has no field pool.waiting" in results["missing"]["detail"]
-    assert results["html"]["verdict"] == "error"
+    assert results["html"]["verdict"] == "inconclusive"
     assert "HTTP 200 response is not JSON" in results["html"]["detail"]
-    assert result["passed"] is True
+    # non-critical probes that could not be judged wait for a human (their default inconclusive policy: pause)
+    assert (result["passed"], result["paused"], result["trigger"]) == (False, True, None)
+    assert result["msg"].startswith("tts canary: paused for a human, 2 probe(s) inconclusive: tts/missing")
     assert len(result["failures"]) == 2
 
 
@@ -388,17 +455,19 @@ def test_key_count_client_count_ping_and_memory(redis_server: RedisServer) -> No
     assert result["passed"] is True
 
 
-def test_unreachable_redis_is_an_error_verdict_not_a_crash() -> None:
+def test_unreachable_redis_is_an_inconclusive_verdict_not_a_crash() -> None:
     started = time.monotonic()
     result = probe(redis={"host": "127.0.0.1", "port": free_port()}, probes=[
         {"name": "ping", "type": "redis", "metric": "ping_ms", "timeout": 1, "expect": {"max": 50}},
     ])
     entry = result["results"][0]
-    assert (entry["value"], entry["verdict"]) == (None, "error")
+    assert (entry["value"], entry["verdict"]) == (None, "inconclusive")
     assert entry["detail"].startswith("redis: ")
     assert "refused" in entry["detail"].lower()
     assert time.monotonic() - started < 1.0  # no hidden retries
+    # a critical probe that cannot measure rolls back by default, as an error did before
     assert result["passed"] is False
+    assert (result["trigger"]["probe"], result["trigger"]["verdict"]) == ("ping", "inconclusive")
 
 
 # ---------------------------------------------------------------- command
@@ -416,6 +485,8 @@ def test_command_exit_code_and_output_tail(tmp_path) -> None:
     assert "stdout tail: checked 3 files" in results["dry_run"]["detail"]
     assert "stderr tail: config invalid: pool.max" in results["dry_run"]["detail"]
     assert "s3cret" not in results["dry_run"]["detail"]
+    assert results["dry_run"]["spec"]["argv"] == [sys.executable, "-c", script, "--token=***"]
+    assert "s3cret" not in json.dumps(result)
     assert (results["ok"]["value"], results["ok"]["verdict"]) == (0, "pass")
     assert result["failures"] == ["validator/dry_run: value 3, baseline none, threshold == 0"]
 
@@ -434,19 +505,19 @@ def test_command_duration_timeout_and_missing_program(tmp_path) -> None:
     results = by_name(result)
     assert 200 <= results["duration"]["value"] < 5000
     assert results["duration"]["verdict"] == "pass"
-    assert (results["hangs"]["value"], results["hangs"]["verdict"]) == (None, "error")
+    assert (results["hangs"]["value"], results["hangs"]["verdict"]) == (None, "inconclusive")
     assert "sh timed out after 0.5s and was killed" in results["hangs"]["detail"]
-    assert (results["missing"]["value"], results["missing"]["verdict"]) == (None, "error")
+    assert (results["missing"]["value"], results["missing"]["verdict"]) == (None, "inconclusive")
     assert "nope could not be started" in results["missing"]["detail"]
 
 
 # ---------------------------------------------------------------- options, phases, criticality
 
-def test_missing_baseline_for_ratio_rule_is_an_error(toy: ToyService) -> None:
+def test_missing_baseline_for_ratio_rule_is_inconclusive(toy: ToyService) -> None:
     result = probe(probes=[{"name": "latency", "type": "http", "url": toy.base + "/ok",
                             "metric": "latency_p95_ms", "expect": {"max_ratio": 3}}], baseline={"other": 1})
     entry = result["results"][0]
-    assert entry["verdict"] == "error"
+    assert entry["verdict"] == "inconclusive"
     assert entry["value"] is not None
     assert "rule max_ratio needs a baseline value" in entry["detail"]
     assert result["passed"] is False
@@ -523,3 +594,392 @@ def test_check_mode_still_probes(toy: ToyService) -> None:
     assert result["changed"] is False
     assert result["results"][0]["value"] == 1.0
     assert toy.hits == 2
+
+
+# ---------------------------------------------------------------- judgement over several measurements
+
+def test_failure_limit_tolerates_one_failed_measurement_and_stops_at_the_second(toy: ToyService) -> None:
+    spec = {"type": "http", "metric": "error_rate", "count": 4, "interval": 0.05, "failure_limit": 1,
+            "expect": {"max": 0}}
+    result = probe(probes=[dict(spec, name="one_blip", url=toy.base + "/flaky?key=a&fail=2"),
+                           dict(spec, name="two_blips", url=toy.base + "/flaky?key=b&fail=2,3")])
+    results = by_name(result)
+    blip, broken = results["one_blip"], results["two_blips"]
+    assert [m["verdict"] for m in blip["measurements"]] == ["pass", "fail", "pass", "pass"]
+    assert [m["value"] for m in blip["measurements"]] == [0.0, 1.0, 0.0, 0.0]
+    assert (blip["verdict"], blip["failures"], blip["errors"], blip["value"]) == ("pass", 1, 0, 0.0)
+    assert blip["threshold"] == "<= 0; at most 1 of 4 measurement(s) may break it"
+    # the verdict is decided at the second failure: no fourth request
+    assert [m["verdict"] for m in broken["measurements"]] == ["pass", "fail", "fail"]
+    assert (broken["verdict"], broken["failures"]) == ("fail", 2)
+    assert toy.calls["flaky:a"] == 4 and toy.calls["flaky:b"] == 3
+    assert broken["detail"].startswith("3 of 4 measurement(s): 1 passed, 2 failed (failure_limit 1)")
+    assert result["trigger"]["probe"] == "two_blips"
+    entry = next(e for e in result["journal"] if e["data"]["probe"] == "two_blips")["data"]
+    assert (entry["failures"], entry["errors"], len(entry["measurements"])) == (2, 0, 3)
+    assert {key: entry["spec"][key] for key in ("count", "interval", "initial_delay", "failure_limit",
+                                                "consecutive_error_limit", "inconclusive")} == {
+        "count": 4, "interval": 0.05, "initial_delay": 0, "failure_limit": 1, "consecutive_error_limit": 0,
+        "inconclusive": "rollback"}
+    assert entry["spec"]["urls"] == [toy.base + "/flaky?key=b&fail=2,3"]
+
+
+def test_consecutive_error_limit_waits_out_a_warm_up_and_initial_delay_waits(toy: ToyService) -> None:
+    spec = {"type": "http", "metric": "json_field", "field": "status", "count": 3, "interval": 0.05,
+            "expect": {"equals": "ok"}}
+    started = time.monotonic()
+    result = probe(probes=[
+        dict(spec, name="tolerant", url=toy.base + "/warming?key=a&cold=1", consecutive_error_limit=1,
+             initial_delay=0.3),
+        dict(spec, name="strict", url=toy.base + "/warming?key=b&cold=1"),
+        dict(spec, name="too_cold", url=toy.base + "/warming?key=c&cold=2", consecutive_error_limit=1),
+    ])
+    results = by_name(result)
+    assert time.monotonic() - started >= 0.3
+    assert [m["verdict"] for m in results["tolerant"]["measurements"]] == ["error", "pass", "pass"]
+    assert (results["tolerant"]["verdict"], results["tolerant"]["value"]) == ("pass", "ok")
+    assert (results["strict"]["verdict"], len(results["strict"]["measurements"])) == ("inconclusive", 1)
+    assert "response is not JSON" in results["strict"]["detail"]
+    assert [m["verdict"] for m in results["too_cold"]["measurements"]] == ["error", "error"]
+    assert results["too_cold"]["verdict"] == "inconclusive"
+    assert "2 error(s) (consecutive_error_limit 1)" in results["too_cold"]["detail"]
+    assert (toy.calls["warming:a"], toy.calls["warming:b"], toy.calls["warming:c"]) == (3, 1, 2)
+    assert result["trigger"]["probe"] == "strict"
+    assert result["passed"] is False and result["paused"] is False
+
+
+def test_an_inconclusive_probe_with_policy_pause_stops_without_a_trigger(toy: ToyService) -> None:
+    result = probe(probes=[
+        {"name": "up", "type": "http", "url": toy.base + "/ok", "metric": "status_ok", "expect": {"min": 1}},
+        {"name": "status", "type": "http", "url": toy.base + "/notjson", "metric": "json_field", "field": "status",
+         "inconclusive": "pause", "expect": {"equals": "ok"}},
+    ])
+    assert [entry["verdict"] for entry in result["results"]] == ["pass", "inconclusive"]
+    assert (result["passed"], result["paused"], result["trigger"]) == (False, True, None)
+    assert result["journal"][1]["data"]["spec"]["inconclusive"] == "pause"
+    assert result["msg"] == ("tts verify: paused for a human, 1 probe(s) inconclusive: tts/status: value none, "
+                             "baseline none, threshold == 'ok'; inconclusive: last response: HTTP 200 response is "
+                             "not JSON; 1 request(s) to %s/notjson: 200 x1" % toy.base)
+
+
+def test_judgement_fields_are_validated_together(toy: ToyService) -> None:
+    base = {"type": "http", "url": toy.base + "/ok", "metric": "status_ok", "expect": {"min": 1}}
+    with pytest.raises(ModuleFailed) as failure:
+        probe(probes=[dict(base, name="a", count=3, failure_limit=3),
+                      dict(base, name="b", consecutive_error_limit=1),
+                      dict(base, name="c", critical=False, inconclusive="rollback"),
+                      dict(base, name="d", count=100, interval=60),
+                      dict(base, name="e", inconclusive="wait")])
+    assert failure.value.result["errors"] == [
+        "probe tts/a: failure_limit (3) must be less than count (3): the probe fails when more than failure_limit "
+        "of its count measurements fail, so it could never fail",
+        "probe tts/b: consecutive_error_limit (1) must be less than count (1): 1 measurement(s) cannot have more "
+        "errors in a row than that",
+        "probe tts/c: inconclusive rollback needs critical true (a non-critical probe never rolls back; use pause)",
+        "probe tts/d: initial_delay + interval x (count - 1) must be at most 3600.0 seconds, got 5940.0",
+        "probe tts/e: inconclusive must be one of rollback, pause, got 'wait'"]
+    assert toy.hits == 0
+
+
+# ---------------------------------------------------------------- new_key_ttl_s
+
+def test_new_key_ttl_catches_milliseconds_written_where_seconds_were_meant(toy: ToyService,
+                                                                           redis_server: RedisServer) -> None:
+    client = redis_server.client()
+    client.set("tts:seeded-short", b"old", ex=10)  # an older key: not written by the probe, never counted
+    client.set("tts:seeded-forever", b"old")
+    spec = {"name": "new_tts_ttl", "type": "redis", "metric": "new_key_ttl_s", "pattern": "tts:*",
+            "trigger_requests": 3, "expect": {"min_ratio": 0.5, "min": 60}}
+    baseline = probe(phase="baseline", redis=redis_server.options, probes=[
+        dict(spec, trigger_url=toy.base + "/tts-speak?text=probe-{nonce}&ttl=86400")])
+    recorded = baseline["results"][0]
+    assert recorded["verdict"] == "recorded"
+    assert 86390 <= recorded["value"] <= 86400
+    assert "4 key(s)" not in recorded["detail"] and "2 key(s) before, 3 new" in recorded["detail"]
+
+    faulty = probe(phase="canary", redis=redis_server.options, baseline=baseline["values"], probes=[
+        dict(spec, trigger_url=toy.base + "/tts-speak?text=probe-{nonce}&ttl=86400&unit=ms")])
+    judged = faulty["results"][0]
+    assert 80 <= judged["value"] <= 86.4
+    assert judged["verdict"] == "fail"
+    assert faulty["trigger"]["probe"] == "new_tts_ttl"
+    new_keys = [key for key in client.scan_iter(match="tts:probe-*")]
+    assert len(new_keys) == 6
+    assert sorted(client.ttl(key) > 3600 for key in new_keys) == [False] * 3 + [True] * 3
+    assert client.ttl("tts:seeded-forever") == -1 and client.exists("tts:seeded-short") == 1
+
+
+def test_new_key_ttl_median_and_no_new_key_is_inconclusive_naming_the_pattern(toy: ToyService,
+                                                                               redis_server: RedisServer) -> None:
+    result = probe(redis=redis_server.options, probes=[
+        {"name": "median", "type": "redis", "metric": "new_key_ttl_s", "pattern": "tts:median-*", "stat": "median",
+         "trigger_url": toy.base + "/tts-speak?text=median-{nonce}&ttl=100", "trigger_requests": 2,
+         "expect": {"min": 50}},
+        {"name": "nothing_written", "type": "redis", "metric": "new_key_ttl_s", "pattern": "tts:never-*",
+         "trigger_url": toy.base + "/ok?n={nonce}", "window": 0.3, "expect": {"min": 50}},
+    ])
+    results = by_name(result)
+    assert 99 <= results["median"]["value"] <= 100 and results["median"]["verdict"] == "pass"
+    nothing = results["nothing_written"]
+    assert (nothing["value"], nothing["verdict"]) == (None, "inconclusive")
+    assert "no new key matching tts:never-* within 0.3s" in nothing["detail"]
+    assert "trigger 1 request(s)" in nothing["detail"]
+    assert len([seen for seen in toy.requests_seen if seen["path"].startswith("/ok?n=")]) == 1
+
+
+# ---------------------------------------------------------------- readable_ratio
+
+READER = textwrap.dedent('''
+    """A reader of the old release: a reply is readable when ai:reply:<nonce> is a hash with a reply field."""
+    import json, sys
+    import redis
+    port, log, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    nonces = [line.strip() for line in sys.stdin if line.strip()]
+    open(log, "w").write("\\n".join(nonces))
+    if mode == "crash":
+        sys.stderr.write("Traceback: ImportError: no module named aioredis\\n")
+        sys.exit(2)
+    if mode == "garbage":
+        print("reading replies...")
+        sys.exit(0)
+    client = redis.Redis(port=port)
+    answers = {}
+    for nonce in nonces:
+        try:
+            answers[nonce] = b"reply" in client.hgetall("ai:reply:" + nonce)
+        except redis.ResponseError:  # WRONGTYPE: the new release stored a string
+            answers[nonce] = False
+    if mode == "partial":
+        answers.pop(nonces[-1])
+    print(json.dumps(answers))
+''')
+
+
+@pytest.fixture
+def reader(tmp_path, redis_server: RedisServer) -> Any:
+    """The reader installed as the old release's code: <tmp>/releases/legacy/read_replies.py."""
+    release_dir = tmp_path / "releases" / "legacy"
+    release_dir.mkdir(parents=True)
+    (release_dir / "read_replies.py").write_text(READER)
+
+    def argv(mode: str, log_name: str) -> list[str]:
+        return [sys.executable, str(tmp_path / "releases" / "{from_release}" / "read_replies.py"),
+                str(redis_server.port), str(tmp_path / log_name), mode]
+    argv.root = tmp_path  # type: ignore[attr-defined]
+    return argv
+
+
+def test_readable_ratio_counts_what_the_old_release_reads(toy: ToyService, redis_server: RedisServer,
+                                                         reader: Any) -> None:
+    spec = {"type": "command", "metric": "readable_ratio", "write_requests": 5, "expect": {"min": 1.0}}
+    result = probe(component="ai", placeholders={"release": "migrated", "from_release": "legacy"}, probes=[
+        dict(spec, name="old_format", write_url=toy.base + "/reply-write?nonce={nonce}&format=old",
+             argv=reader("ok", "old.log")),
+        dict(spec, name="new_format", write_url=toy.base + "/reply-write?nonce={nonce}&format=new",
+             argv=reader("ok", "new.log")),
+        dict(spec, name="mixed", write_url=toy.base + "/reply-write?nonce={nonce}&format=mixed",
+             argv=reader("ok", "mixed.log")),
+    ])
+    results = by_name(result)
+    assert (results["old_format"]["value"], results["old_format"]["verdict"]) == (1.0, "pass")
+    assert (results["new_format"]["value"], results["new_format"]["verdict"]) == (0.0, "fail")
+    assert (results["mixed"]["value"], results["mixed"]["verdict"]) == (0.6, "fail")
+    assert "reader python" in results["mixed"]["detail"] and "read 3 of 5 fresh entries" in results["mixed"]["detail"]
+    # the reader got exactly the nonces the service wrote, one per line, and those entries are in Redis
+    given = [nonce for name in ("old", "new", "mixed")
+             for nonce in (reader.root / ("%s.log" % name)).read_text().split("\n")]
+    assert sorted(given) == sorted(toy.written_nonces) and len(set(given)) == 15
+    client = redis_server.client()
+    assert sorted(client.type("ai:reply:" + nonce) for nonce in given).count(b"hash") == 5 + 3
+    # {from_release} was filled in argv, and the recorded spec shows it
+    assert results["mixed"]["spec"]["argv"][1] == str(reader.root / "releases" / "legacy" / "read_replies.py")
+    assert result["trigger"]["probe"] == "new_format"
+
+
+def test_readable_ratio_reader_failures_are_inconclusive_with_their_output(toy: ToyService, reader: Any) -> None:
+    spec = {"type": "command", "metric": "readable_ratio", "write_requests": 2, "expect": {"min": 1.0},
+            "write_url": toy.base + "/reply-write?nonce={nonce}"}
+    result = probe(component="ai", phase="baseline", placeholders={"release": "legacy"}, probes=[
+        dict(spec, name="crash", argv=reader("crash", "crash.log")),
+        dict(spec, name="garbage", argv=reader("garbage", "garbage.log")),
+        dict(spec, name="partial", argv=reader("partial", "partial.log")),
+        dict(spec, name="nothing_written", argv=reader("ok", "none.log"),
+             write_url=toy.base + "/fail?n={nonce}"),
+    ])
+    results = by_name(result)
+    assert {name: entry["verdict"] for name, entry in results.items()} == dict.fromkeys(results, "inconclusive")
+    assert "reader python exited 2" in results["crash"]["detail"]
+    assert "ImportError: no module named aioredis" in results["crash"]["detail"]
+    assert "did not print JSON" in results["garbage"]["detail"] and "reading replies..." in results["garbage"]["detail"]
+    assert "gave no true/false for 1 of 2 nonce(s)" in results["partial"]["detail"]
+    assert "no write succeeded, so there is nothing to read; write 2 request(s)" in results["nothing_written"]["detail"]
+    assert "503 x2" in results["nothing_written"]["detail"]
+    assert not (reader.root / "none.log").exists()  # the reader never ran
+    # baseline phase: {from_release} defaults to {release}
+    assert results["crash"]["spec"]["argv"][1] == str(reader.root / "releases" / "legacy" / "read_replies.py")
+
+
+def test_from_release_is_required_once_the_component_moved(toy: ToyService, reader: Any) -> None:
+    probes = [{"name": "readable", "type": "command", "metric": "readable_ratio", "argv": reader("ok", "x.log"),
+               "write_url": toy.base + "/reply-write?nonce={nonce}", "expect": {"min": 1.0}}]
+    with pytest.raises(ModuleFailed) as failure:
+        probe(component="ai", phase="verify", placeholders={"release": "migrated"}, probes=probes)
+    assert failure.value.result["errors"] == [
+        "component ai: its probes use {from_release}, so phase verify needs placeholders.from_release (the release "
+        "the component moved from)"]
+    assert probe(component="ai", phase="verify", placeholders={"release": "migrated"}, probes=probes,
+                 validate_only=True)["msg"] == "ai: 1 probe spec(s) valid, none run"
+    assert toy.hits == 0
+    result = run_module(cutover_probe.main, dict(phase="canary", components=[
+        {"name": "ai", "probes": probes, "placeholders": {"release": "migrated", "from_release": "legacy"}}]))
+    assert (result["results"][0]["value"], result["passed"]) == (1.0, True)
+
+
+# ---------------------------------------------------------------- process_growth
+
+PROCESS_TARGET = textwrap.dedent('''
+    """A component whose process leaks per request on some routes (fds, memory, Redis clients) and not on others."""
+    import json, os, sys
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    import redis
+
+    REDIS_PORT = int(sys.argv[1])
+    KEPT = []
+    COLLECTED = []  # what a garbage collector frees now and then: closed and dropped every 15 requests
+    POOLED = redis.Redis(port=REDIS_PORT, client_name="target-pooled")
+    POOLED.ping()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            route = self.path.split("?")[0]
+            if route == "/healthz":
+                body = {"status": "ok", "pid": os.getpid()}
+            elif route == "/leak-fd":
+                KEPT.append(open(os.devnull, "rb"))
+                body = {"ok": True}
+            elif route == "/leak-fd-collected":
+                COLLECTED.append(open(os.devnull, "rb"))
+                if len(COLLECTED) >= 15:
+                    for leaked in COLLECTED:
+                        leaked.close()
+                    COLLECTED.clear()
+                body = {"ok": True}
+            elif route == "/leak-memory":
+                KEPT.append(b"x" * (1 << 20))
+                body = {"ok": True}
+            elif route == "/leak-client":
+                client = redis.Redis(port=REDIS_PORT, client_name="target-leaky")
+                client.ping()
+                KEPT.append(client)
+                body = {"ok": True}
+            elif route == "/work":
+                with open(os.devnull, "rb"):
+                    scratch = b"x" * (1 << 20)
+                POOLED.ping()
+                body = {"ok": True, "bytes": len(scratch)}
+            else:
+                self.send_error(404)
+                return
+            data = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    print(server.server_address[1], flush=True)
+    server.serve_forever()
+''')
+
+
+@pytest.fixture
+def target(tmp_path, redis_server: RedisServer) -> Iterator[dict[str, Any]]:
+    """The leaky component as a process of its own: {base, pid}."""
+    script = tmp_path / "target.py"
+    script.write_text(PROCESS_TARGET)
+    process = subprocess.Popen([sys.executable, str(script), str(redis_server.port)], stdout=subprocess.PIPE,
+                               text=True)
+    try:
+        port = int(process.stdout.readline())
+        yield {"base": "http://127.0.0.1:%d" % port, "pid": process.pid}
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        process.stdout.close()
+
+
+def growth_probe(name: str, resource: str, route: str, **fields: Any) -> dict[str, Any]:
+    return {"name": name, "type": "http", "metric": "process_growth", "resource": resource,
+            "burst_url": route + "?n={nonce}", "burst_requests": 10, "burst_concurrency": 2, "window": 0.5,
+            "settle": 0.2, "samples": 3, **fields}
+
+
+def test_process_growth_sees_leaked_fds_memory_and_clients(target: dict[str, Any], redis_server: RedisServer) -> None:
+    result = probe(component="monitoring", base_url=target["base"], redis=redis_server.options, probes=[
+        growth_probe("fds_healthy", "fds", "/work", expect={"max": 2}),
+        growth_probe("fds_leaky", "fds", "/leak-fd", expect={"max": 2}),
+        growth_probe("rss_healthy", "rss_mb", "/work", expect={"max": 8}),
+        growth_probe("rss_leaky", "rss_mb", "/leak-memory", expect={"max": 8}),
+        growth_probe("clients_healthy", "clients", "/work", client_name="target-pooled", expect={"max": 0}),
+        growth_probe("clients_leaky", "clients", "/leak-client", client_name="target-leaky", expect={"max": 0}),
+        growth_probe("fds_sawtooth", "fds", "/leak-fd-collected", burst_concurrency=1, window=0.01,
+                     expect={"max": 2}),
+    ])
+    results = by_name(result)
+    # 10 fds after the first burst, 5 after the second (15 collected), 0 after the third: the last reading is back
+    # where it started, the rise in between is the leak
+    sawtooth = results.pop("fds_sawtooth")
+    assert (sawtooth["value"], sawtooth["verdict"]) == (10, "fail")
+    before = int(re.search(r"fds: (\d+) before", sawtooth["detail"]).group(1))
+    assert ": %d before, after each burst and 0.2s settle: %d, %d, %d (last - before: 0); 3 burst(s)" % (
+        before, before + 10, before + 5, before) in sawtooth["detail"]
+    bursts = {name: int(entry["detail"].split(" burst(s)")[0].rsplit(" ", 1)[-1]) for name, entry in results.items()}
+    assert all(count >= 3 for count in bursts.values()), bursts
+    for resource in ("fds", "rss", "clients"):
+        assert results["%s_healthy" % resource]["verdict"] == "pass", results["%s_healthy" % resource]
+        assert results["%s_leaky" % resource]["verdict"] == "fail", results["%s_leaky" % resource]
+    assert results["fds_leaky"]["value"] >= 10 * bursts["fds_leaky"]
+    assert results["rss_leaky"]["value"] >= 0.8 * bursts["rss_leaky"] * 10
+    assert results["clients_leaky"]["value"] == 10 * bursts["clients_leaky"]
+    assert results["clients_healthy"]["value"] == 0
+    assert "pid %d fds: " % target["pid"] in results["fds_leaky"]["detail"]
+    # the leaked connections are really open on the server
+    leaky = [entry for entry in redis_server.client().client_list() if entry.get("name") == "target-leaky"]
+    assert len(leaky) == results["clients_leaky"]["value"]
+    # pid_url defaulted to the component's /healthz
+    assert results["fds_leaky"]["spec"]["pid_url"] == target["base"] + "/healthz"
+
+
+def test_process_growth_refuses_to_judge_a_changed_or_unknown_process(toy: ToyService) -> None:
+    result = probe(base_url=toy.base, probes=[
+        growth_probe("restarted", "fds", "/ok", pid_url="/changing-pid", window=0.1, samples=1,
+                     expect={"max": 2}),
+        growth_probe("no_pid", "fds", "/ok", pid_url="/check?text=x", pid_field="pid", expect={"max": 2}),
+    ])
+    results = by_name(result)
+    assert results["restarted"]["verdict"] == "inconclusive"
+    assert "the process changed during the window (pid %d, then 1)" % os.getpid() in results["restarted"]["detail"]
+    assert results["no_pid"]["verdict"] == "inconclusive"
+    assert "pid from %s/check?text=x: HTTP 200 response JSON has no field pid" % toy.base in results["no_pid"]["detail"]
+    assert toy.calls["changing-pid"] == 2
+
+
+def test_process_growth_spec_errors() -> None:
+    with pytest.raises(ModuleFailed) as failure:
+        probe(probes=[growth_probe("no_base", "fds", "http://127.0.0.1:1/x", expect={"max": 1}),
+                      growth_probe("clients", "clients", "http://127.0.0.1:1/x", pid_url="http://127.0.0.1:1/h",
+                                   expect={"max": 1}),
+                      growth_probe("url", "rss_mb", "http://127.0.0.1:1/x", pid_url="http://127.0.0.1:1/h",
+                                   url="http://127.0.0.1:1/y", expect={"max": 1})])
+    assert failure.value.result["errors"] == [
+        "probe tts/no_base: pid_url is required for metric process_growth (without the component's base_url; with "
+        "one it defaults to /healthz)",
+        "probe tts/clients: client_name is required for resource clients (the CLIENT LIST name of the component's "
+        "connections)",
+        "probe tts/url: url is not used by metric process_growth (it is used by: status_ok, error_rate, "
+        "latency_p50_ms, latency_p95_ms, json_field, json_ratio, header_ratio)"]

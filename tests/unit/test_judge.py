@@ -236,7 +236,8 @@ def test_unknown_rule_and_min_above_max() -> None:
 @pytest.mark.parametrize("fields, message", [
     ({"type": "grpc"}, "probe tts/latency: type must be one of http, redis, command, got 'grpc'"),
     ({"metric": "p99"}, "probe tts/latency: metric must be one of status_ok, error_rate, latency_p50_ms, "
-                        "latency_p95_ms, json_field, json_ratio, header_ratio for a http probe, got 'p99'"),
+                        "latency_p95_ms, json_field, json_ratio, header_ratio, process_growth for a http probe, "
+                        "got 'p99'"),
     ({"requests": 0}, "probe tts/latency: requests must be an integer from 1 to 10000, got 0"),
     ({"concurrency": 2.5}, "probe tts/latency: concurrency must be an integer from 1 to 64, got 2.5"),
     ({"timeout": 0}, "probe tts/latency: timeout must be a number greater than 0 and at most 3600.0, got 0"),
