@@ -14,7 +14,9 @@ description:
   - "Common probe fields: C(name) (required, unique per component, letters/digits/C(_.-));
     C(type) (C(http), C(redis) or C(command)); C(metric) (see below); C(critical) (bool, default C(true));
     C(expect) (required, a dict of at least one rule; all must hold); C(timeout) (seconds, default C(5), per HTTP request,
-    per Redis command, for the whole command probe); C(description) (free text)."
+    per Redis command, for the whole command probe); C(description) (free text); C(phases) (the phases the probe
+    runs in, default all: V(baseline), V(canary), V(verify), V(watch), V(rollback) - e.g. a slow growth window or a
+    reader of the old release kept out of the rollback's quick test)."
   - "Judgement fields (like an Argo Rollouts analysis; the defaults take one measurement, as a probe always did):
     C(count) (measurements per judgement, 1-1000, default C(1)); C(interval) (seconds between measurements, default
     C(0)); C(initial_delay) (seconds before the first, default C(0)); C(failure_limit) (measurements that may break
@@ -373,6 +375,11 @@ paused:
     and no result asks for a rollback (RV(trigger) is then null).
   returned: always
   type: bool
+pause:
+  description: With RV(paused), the first result that asks for the pause
+    (C({component, host, probe, phase, value, baseline, threshold, detail})); null otherwise.
+  returned: always
+  type: dict
 failures:
   description:
     - "One line per probe with verdict V(fail) or V(inconclusive):
@@ -419,7 +426,7 @@ from ansible.module_utils.cutover_judge import (
     PHASES, argv_secrets, paused, summarize, url_passwords, uses_placeholder, validate_baseline, validate_headers,
 )
 from ansible.module_utils.cutover_probe_suite import (
-    journal_entries, prepare_specs, run_suites, trigger_of, values_by_component,
+    journal_entries, pause_of, prepare_specs, run_suites, trigger_of, values_by_component,
 )
 from ansible.module_utils.cutover_redis import redis_connection_argument_spec, require_redis
 
@@ -463,7 +470,8 @@ def prepare_suites(params: dict[str, Any]) -> tuple[list[dict[str, Any]], list[s
     for component in requested_components(params):
         errors += placeholder_problems(params, component)
         specs, spec_errors = prepare_specs(component["name"], component["probes"], component["base_url"],
-                                           component["placeholders"], params["only_critical"])
+                                           component["placeholders"], params["only_critical"],
+                                           None if params["validate_only"] else params["phase"])
         errors += spec_errors + validate_baseline(component["baseline"])
         suites.append({"component": component["name"], "specs": specs, "baseline": component["baseline"]})
     return suites, errors + validate_headers(params["headers"])
@@ -473,7 +481,7 @@ def probe_summary(params: dict[str, Any], suites: list[dict[str, Any]], results:
     label = params["component"] or ", ".join(suite["component"] for suite in suites)
     result = {"changed": False, "results": results, "values_by_component": values_by_component(results),
               "journal": journal_entries(results), "trigger": trigger_of(results, params["phase"]),
-              "paused": paused(results, params["phase"]), **summarize(label, params["phase"], results)}
+              "paused": paused(results, params["phase"]), "pause": pause_of(results, params["phase"]), **summarize(label, params["phase"], results)}
     if params["components"] is None:
         result["values"] = result["values_by_component"].get(params["component"], {})
     return result
@@ -511,7 +519,7 @@ def main() -> None:
     if any(spec["type"] == "redis" or spec.get("resource") == "clients" for spec in specs):
         require_redis(module)
     if params["validate_only"]:
-        module.exit_json(changed=False, results=[], passed=True, paused=False, failures=[], values={},
+        module.exit_json(changed=False, results=[], passed=True, paused=False, pause=None, failures=[], values={},
                          values_by_component={}, journal=[], trigger=None,
                          msg="%s: %d probe spec(s) valid, none run"
                              % (", ".join(suite["component"] for suite in suites), len(specs)))

@@ -302,7 +302,7 @@ class Step:
         suites = []
         for target in self.targets:
             specs, errors = prepare_specs(target["name"], target.get("probes") or [], target.get("base_url"),
-                                          {"release": target["from_release"]}, only_critical=True)
+                                          {"release": target["from_release"]}, only_critical=True, phase="rollback")
             if errors:
                 raise StepFailed("invalid probe specs: %s" % "; ".join(errors))
             if specs:

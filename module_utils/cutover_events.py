@@ -14,7 +14,7 @@ TIMESTAMP_PATTERN = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[
 PHASES = ("baseline", "canary", "verify", "watch", "rollback")
 # "error" is only in journals written before probes were judged over measurements (now: "inconclusive").
 VERDICTS = ("pass", "fail", "inconclusive", "recorded", "error")
-OUTCOMES = ("migrated", "rolled_back", "failed")
+OUTCOMES = ("migrated", "rolled_back", "failed", "paused")
 COMPONENT_STATES = ("migrated", "failed", "rolled_back", "unchanged")
 STEP_STATUSES = ("ok", "failed")
 ROLLBACK_STEP_NAMES = {1: "detect", 2: "stop_application", 3: "restore_code", 4: "restart_redis_restore_data",
@@ -133,6 +133,10 @@ EVENTS: dict[str, dict[str, Field]] = {
         "rounds": Field(INT, "rounds run"),
         "reason": Field(STR, "`window ended` or why it stopped"),
     },
+    "run.paused": {
+        "reason": Field(STR, "why the rollout stopped and waits for a human (an inconclusive probe whose policy is pause)"),
+        "probe": optional(DICT, "the inconclusive result: `{component, host, probe, phase, value, baseline, threshold}`"),
+    },
     "rollback.triggered": {
         "trigger": Field(DICT, "`{component, host, probe, phase, value, baseline, threshold}` or `{reason}`"),
     },
@@ -153,7 +157,7 @@ EVENTS: dict[str, dict[str, Field]] = {
         "snapshot": optional(DICT, "`{id, keys, sha256, verified}`"),
     },
     "run.finished": {
-        "outcome": Field(STR, "`migrated`, `rolled_back`, `failed`", choices=OUTCOMES),
+        "outcome": Field(STR, "`migrated`, `rolled_back`, `failed`, `paused`", choices=OUTCOMES),
         "message": Field(STR, "one line for the person on call"),
     },
     "run.unlocked": {

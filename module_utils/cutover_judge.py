@@ -31,7 +31,7 @@ SECRET_OPTION = re.compile(r"password|passwd|secret|token|api[-_]?key|credential
 JUDGEMENT_DEFAULTS: dict[str, Any] = {"count": 1, "interval": 0, "initial_delay": 0, "failure_limit": 0,
                                       "consecutive_error_limit": 0}
 JUDGEMENT_FIELDS = tuple(JUDGEMENT_DEFAULTS) + ("inconclusive",)
-COMMON_FIELDS = ("name", "type", "metric", "critical", "expect", "timeout", "description") + JUDGEMENT_FIELDS
+COMMON_FIELDS = ("name", "type", "metric", "critical", "expect", "timeout", "description", "phases") + JUDGEMENT_FIELDS
 
 # (type, metric) -> {field: required}. A type's field not listed for a metric is refused for that metric.
 METRIC_FIELDS: dict[str, dict[str, dict[str, bool]]] = {
@@ -75,6 +75,7 @@ WITHOUT_TYPE_FIELDS = frozenset({("http", "process_growth")})
 
 DEFAULTS: dict[str, Any] = {
     "critical": True,
+    "phases": list(PHASES),
     "timeout": 5.0,
     "method": "GET",
     "body": None,
@@ -257,6 +258,12 @@ def _check_header_name(value: Any) -> str:
     return value
 
 
+def _check_phases(value: Any) -> list[str]:
+    if not isinstance(value, list) or not value or any(phase not in PHASES for phase in value):
+        raise ProbeSpecError("must be a non-empty list of %s, got %s" % (", ".join(PHASES), _shown(value)))
+    return list(value)
+
+
 def _check_field_path(value: Any) -> str:
     _check_text(value)
     if any(not part for part in value.split(".")):
@@ -266,6 +273,7 @@ def _check_field_path(value: Any) -> str:
 
 FIELD_CHECKS: dict[str, Callable[[Any], Any]] = {
     "critical": _check_bool,
+    "phases": _check_phases,
     "timeout": lambda v: _check_number(v, 0, MAX_SECONDS, exclusive_minimum=True),
     "description": _check_text,
     "url": check_url,

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from ansible.module_utils.cutover_events import new_entry, utc_timestamp
 from ansible.module_utils.cutover_judge import (
-    analysis_text, analysis_verdict, fill_placeholders, judge, judgement_settings, recorded_spec,
+    analysis_text, analysis_verdict, fill_placeholders, gate, judge, judgement_settings, paused, recorded_spec,
     representative_value, resolve_relative_urls, rollback_cause, threshold_text, validate_probe_specs,
 )
 from ansible.module_utils.cutover_probes import Measurement, run_probe
@@ -33,11 +33,13 @@ def phase_placeholders(placeholders: dict[str, Any]) -> dict[str, Any]:
 
 
 def prepare_specs(component: str, probes: Any, base_url: str | None, placeholders: dict[str, Any],
-                  only_critical: bool = False) -> tuple[list[dict[str, Any]], list[str]]:
-    """Validated specs of one component with placeholders filled and relative URLs joined to base_url."""
+                  only_critical: bool = False, phase: str | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """Validated specs of one component with placeholders filled and relative URLs joined to base_url; with a
+    phase, only the probes that run in it (their ``phases``)."""
     filled = fill_placeholders(probes, phase_placeholders(placeholders))
     specs, errors = validate_probe_specs(component, resolve_relative_urls(filled, base_url))
-    return [spec for spec in specs if spec["critical"] or not only_critical], errors
+    return [spec for spec in specs
+            if (spec["critical"] or not only_critical) and (phase is None or phase in spec["phases"])], errors
 
 
 def safe_measurement(spec: dict[str, Any], redis_options: dict[str, Any], headers: dict[str, str]) -> Measurement:
@@ -162,6 +164,16 @@ def trigger_of(results: list[dict[str, Any]], phase: str | None = None) -> dict[
     whose policy is rollback), or None."""
     cause = rollback_cause(results, phase or (results[0]["phase"] if results else ""))
     return {field: cause.get(field) for field in TRIGGER_FIELDS} if cause else None
+
+
+def pause_of(results: list[dict[str, Any]], phase: str | None = None) -> dict[str, Any] | None:
+    """The result that pauses the rollout for a human (an inconclusive probe whose policy is pause), when nothing
+    asks for a rollback; None otherwise."""
+    phase = phase or (results[0]["phase"] if results else "")
+    if not paused(results, phase):
+        return None
+    cause = next(result for result in results if gate(result, phase) == "pause")
+    return {field: cause.get(field) for field in TRIGGER_FIELDS}
 
 
 def values_by_component(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -320,6 +320,7 @@ OUTCOME_HEADLINES = {
     "migrated": "MIGRATED - every component runs the new release",
     "rolled_back": "ROLLED BACK - the old release is serving again",
     "failed": "FAILED - needs a human",
+    "paused": "PAUSED - a probe could not decide; a human rolls back or goes on",
 }
 
 

@@ -162,6 +162,7 @@ def run_state(entries: list[Entry], target_entries: list[Entry] | None = None) -
     records = component_records(source, source_started.get("target_release"))
     trigger_entry = first(ordered, "rollback.triggered")
     aborted = first(ordered, "run.aborted")
+    paused = first(ordered, "run.paused")
     watch_started, watch_finished = last(ordered, "watch.started"), last(ordered, "watch.finished")
     needs_rollback = trigger_entry is not None or playbook == "rollback"
     redis_host = started.get("redis_host") or source_started.get("redis_host")
@@ -181,6 +182,7 @@ def run_state(entries: list[Entry], target_entries: list[Entry] | None = None) -
         "redis_host": redis_host,
         "journal_host": started.get("journal_host"),
         "aborted": {**_data(aborted), "host": aborted.get("host")} if aborted else None,
+        "paused": {**_data(paused), "host": paused.get("host")} if paused else None,
         "trigger": _data(trigger_entry).get("trigger") if trigger_entry else None,
         "trigger_text": describe_trigger(_data(trigger_entry).get("trigger")) if trigger_entry else None,
         "snapshot": _data(last(source, "snapshot.created")) or None,
@@ -234,6 +236,10 @@ def outcome(state: dict[str, Any]) -> tuple[str | None, str | None]:
                 return "rolled_back", "rolled back run %s" % state["target_run_id"]
             return "rolled_back", "rolled back: %s" % describe_trigger(state["trigger"])
         return None, None
+    if state["paused"]:
+        return "paused", ("rollout paused for a human on %s: %s. Components stay as they are: roll back with "
+                          "playbooks/rollback.yml, or migrate again to go on" % (state["paused"]["host"],
+                                                                               state["paused"]["reason"]))
     if state["rollout_complete"] and (state["watch"] or {}).get("finished"):
         return "migrated", "every component runs %s" % state["target_release"]
     return None, None

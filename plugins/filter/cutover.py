@@ -171,13 +171,18 @@ def cutover_guard_problems(values: dict[str, Any]) -> list[str]:
     return problems
 
 
-def cutover_probe_suites(components: list[dict[str, Any]], baselines: dict[str, Any], releases: dict[str, Any]
-                         ) -> list[dict[str, Any]]:
-    """cutover_probe's components option: each component's probes with its baseline and the release it must report."""
-    return [{"name": component["name"], "probes": component["probes"], "base_url": component.get("base_url"),
-             "baseline": (baselines or {}).get(component["name"]) or {},
-             "placeholders": {"release": (releases or {}).get(component["name"]) or ""}}
-            for component in components]
+def cutover_probe_suites(components: list[dict[str, Any]], baselines: dict[str, Any], releases: dict[str, Any],
+                         from_releases: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """cutover_probe's components option: each component's probes with its baseline, the release it must report
+    ({release}) and the release it runs before the change ({from_release}, e.g. for a reader of the old release)."""
+    suites = []
+    for component in components:
+        placeholders = {"release": (releases or {}).get(component["name"]) or ""}
+        if (from_releases or {}).get(component["name"]):
+            placeholders["from_release"] = from_releases[component["name"]]
+        suites.append({"name": component["name"], "probes": component["probes"], "base_url": component.get("base_url"),
+                       "baseline": (baselines or {}).get(component["name"]) or {}, "placeholders": placeholders})
+    return suites
 
 
 def cutover_releases(records: dict[str, Any], field: str) -> dict[str, Any]:

@@ -22,7 +22,7 @@ def test_unknown_event_unknown_field_missing_field_and_wrong_type_are_named():
     with pytest.raises(EventError, match="event rollback.step: field 'step' must be integer, got str '4'"):
         check_event("rollback.step", {"step": "4", "name": "detect", "status": "ok", "started_at": "a",
                                       "ended_at": "b", "detail": ""})
-    with pytest.raises(EventError, match="field 'outcome' must be one of migrated, rolled_back, failed, got 'done'"):
+    with pytest.raises(EventError, match="field .outcome. must be one of migrated, rolled_back, failed, paused, got .done."):
         check_event("run.finished", {"outcome": "done", "message": "m"})
     with pytest.raises(EventError, match="field 'critical' must be boolean, got int 1"):
         new_entry("probe.result", probe="p", phase="watch", verdict="pass", value=1, baseline=None, threshold=None,

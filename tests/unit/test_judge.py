@@ -187,7 +187,17 @@ def test_valid_spec_gets_defaults() -> None:
     assert errors == []
     assert specs == [{"name": "latency", "type": "http", "metric": "latency_p95_ms", "expect": {"max_ratio": 3},
                       "urls": ["http://127.0.0.1:8082/speak?text=hi"], "critical": True, "timeout": 5.0,
-                      "method": "GET", "body": None, "requests": 1, "concurrency": 1}]
+                      "method": "GET", "body": None, "requests": 1, "concurrency": 1,
+                      "phases": ["baseline", "canary", "verify", "watch", "rollback"]}]
+
+
+def test_phases_keep_a_probe_out_of_the_phases_it_does_not_run_in() -> None:
+    from ansible.module_utils.cutover_probe_suite import prepare_specs  # noqa: PLC0415
+    probes = [http_probe(name="slow_window", phases=["canary", "verify", "watch"]), http_probe(name="fast")]
+    assert [spec["name"] for spec in prepare_specs("tts", probes, None, {}, phase="rollback")[0]] == ["fast"]
+    assert [spec["name"] for spec in prepare_specs("tts", probes, None, {}, phase="verify")[0]] == ["slow_window", "fast"]
+    assert errors_for(http_probe(phases=["deploy"])) == [
+        "probe tts/latency: phases must be a non-empty list of baseline, canary, verify, watch, rollback, got ['deploy']"]
 
 
 def test_redis_and_command_defaults() -> None:
