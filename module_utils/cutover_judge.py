@@ -60,7 +60,7 @@ METRIC_FIELDS: dict[str, dict[str, dict[str, bool]]] = {
     "command": {
         "exit_code": {},
         "duration_ms": {},
-        "readable_ratio": {"write_url": True, "write_requests": False},
+        "readable_ratio": {"write_url": False, "write_requests": False, "sample_keys": False, "sample_size": False},
     },
 }
 
@@ -91,6 +91,7 @@ DEFAULTS: dict[str, Any] = {
     "pid_field": "pid",
     "stat": "min",
     "write_requests": 5,
+    "sample_size": 50,
 }
 DEFAULT_PID_PATH = "/healthz"
 
@@ -258,6 +259,12 @@ def _check_header_name(value: Any) -> str:
     return value
 
 
+def _check_patterns(value: Any) -> list[str]:
+    if not isinstance(value, list) or not value or not all(isinstance(item, str) and item for item in value):
+        raise ProbeSpecError("must be a non-empty list of Redis glob patterns, got %s" % _shown(value))
+    return list(value)
+
+
 def _check_phases(value: Any) -> list[str]:
     if not isinstance(value, list) or not value or any(phase not in PHASES for phase in value):
         raise ProbeSpecError("must be a non-empty list of %s, got %s" % (", ".join(PHASES), _shown(value)))
@@ -311,6 +318,8 @@ FIELD_CHECKS: dict[str, Callable[[Any], Any]] = {
     "stat": _check_choice(TTL_STATS),
     "write_url": check_url,
     "write_requests": lambda v: _check_number(v, 1, MAX_COUNT, integer=True),
+    "sample_keys": _check_patterns,
+    "sample_size": lambda v: _check_number(v, 1, MAX_COUNT, integer=True),
 }
 
 
@@ -375,9 +384,14 @@ def _judgement_problems(spec: dict[str, Any]) -> list[str]:
 
 def _metric_problems(spec: dict[str, Any]) -> list[str]:
     """Fields of process_growth and readable_ratio that only make sense together."""
-    if spec["metric"] == "readable_ratio" and "{nonce}" not in spec["write_url"]:
-        return ["write_url must contain {nonce}: each write makes a fresh entry, and the reader is given the nonces "
-                "to find them"]
+    if spec["metric"] == "readable_ratio":
+        if ("write_url" in spec) == ("sample_keys" in spec):
+            return ["give either write_url (fresh entries written through the new release) or sample_keys (a sample "
+                    "of the keys of these patterns), not both or neither"]
+        if "write_url" in spec and "{nonce}" not in spec["write_url"]:
+            return ["write_url must contain {nonce}: each write makes a fresh entry, and the reader is given the "
+                    "nonces to find them"]
+        return []
     if spec["metric"] != "process_growth":
         return []
     if spec["resource"] == "clients" and "client_name" not in spec:

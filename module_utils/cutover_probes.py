@@ -9,6 +9,7 @@ import http.client
 import json
 import math
 import os
+import random
 import secrets
 import signal
 import socket
@@ -585,6 +586,35 @@ def reader_answers(run: CommandRun, nonces: list[str]) -> tuple[dict[str, bool] 
     return {nonce: answers[nonce] for nonce in nonces}, None
 
 
+def sampled_keys(redis_options: dict[str, Any], spec: dict[str, Any]) -> list[str]:
+    """Up to sample_size keys of each pattern of sample_keys, picked at random."""
+    client = probe_redis_client(redis_options, spec["timeout"])
+    keys: list[str] = []
+    for pattern in spec["sample_keys"]:
+        found = sorted({key.decode("utf-8", "replace") for key in client.scan_iter(match=pattern, count=1000)})
+        keys += random.sample(found, min(len(found), spec["sample_size"]))
+    return keys
+
+
+def readable_sample(spec: dict[str, Any], redis_options: dict[str, Any]) -> Measurement:
+    """Fraction of a sample of the keys of ``sample_keys`` that the reader ``argv`` reads (key names on stdin)."""
+    try:
+        keys = sampled_keys(redis_options, spec)
+    except Exception as exc:  # redis-py raises RedisError and OSError subclasses; any of them is a probe error
+        return Measurement(None, "cannot sample %s: %s" % (", ".join(spec["sample_keys"]), describe_error(exc, spec["timeout"])))
+    if not keys:
+        return Measurement(1.0, None, "no key matches %s: nothing to read" % ", ".join(spec["sample_keys"]))
+    run = run_command(spec["argv"], spec.get("cwd"), spec["timeout"], ("\n".join(keys) + "\n").encode("utf-8"))
+    answers, why = (None, run.error) if run.error else reader_answers(run, keys)
+    if why:
+        return Measurement(None, why)
+    unreadable = [key for key in keys if not answers[key]]
+    detail = "reader %s read %d of %d sampled key(s) of %s%s" % (
+        run.program, len(keys) - len(unreadable), len(keys), ", ".join(spec["sample_keys"]),
+        " (unreadable: %s)" % ", ".join(unreadable[:SHOWN_NONCES]) if unreadable else "")
+    return Measurement((len(keys) - len(unreadable)) / len(keys), None, detail)
+
+
 def readable_ratio(spec: dict[str, Any], headers: dict[str, str], probe_nonce: str) -> Measurement:
     """Fraction of fresh entries, written through ``write_url`` (one per {nonce}), that the reader ``argv`` reads.
 
@@ -618,6 +648,8 @@ def run_probe(spec: dict[str, Any], redis_options: dict[str, Any], headers: dict
     if spec["metric"] == "process_growth":
         return run_process_probe(spec, redis_options, headers, probe_nonce)
     if spec["metric"] == "readable_ratio":
+        if "sample_keys" in spec:
+            return readable_sample(spec, redis_options)
         return readable_ratio(spec, headers, probe_nonce)
     if spec["type"] == "http":
         return run_http_probe(spec, headers, probe_nonce)

@@ -17,7 +17,7 @@ from toyservice.components.ai import reply_key
 from toyservice.components.safety import SafetyComponent, verdict_key
 from toyservice.components.tts import AUDIO_HEADER, audio_key
 from toyservice.config import load_config
-from toyservice.stores.base import Store, StoreError
+from toyservice.stores.base import Store
 
 Check = Callable[[Store, str], Awaitable[bool]]
 KEY_OF_TEXT = {"ai": reply_key, "tts": audio_key, "safety": verdict_key}
@@ -52,10 +52,16 @@ async def reads_hash(store: Store, key: str) -> bool:
     return bool(await store.hgetall(key))
 
 
+async def reads_alerts(store: Store, key: str) -> bool:
+    """The alerts stream, read the way monitoring consumes it (entries with component and kind fields)."""
+    entries = await store.client.xrange(key, count=10)  # aioredis and redis.asyncio both name it xrange
+    return all(b"component" in fields and b"kind" in fields for _entry_id, fields in entries)
+
+
 CHECKS: list[tuple[str, Check]] = [
     ("ai:reply:", reads_reply), ("tts:audio:", reads_audio), ("safety:verdict:", reads_verdict),
     ("security:rate:", reads_number), ("security:anomaly:", reads_json), ("monitoring:alerts_total", reads_number),
-    ("monitoring:last_seen", reads_hash),
+    ("monitoring:last_seen", reads_hash), ("ai_service_alerts", reads_alerts),
 ]
 
 
@@ -65,7 +71,7 @@ async def readable(store: Store, key: str) -> bool:
         return False
     try:
         return await check(store, key)
-    except (StoreError, ValueError, UnicodeDecodeError):
+    except Exception:  # noqa: BLE001 - any failure of the old code to read an entry means: not readable
         return False
 
 

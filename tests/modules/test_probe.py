@@ -796,6 +796,41 @@ def test_readable_ratio_counts_what_the_old_release_reads(toy: ToyService, redis
     assert result["trigger"]["probe"] == "new_format"
 
 
+def test_readable_ratio_of_a_sample_of_the_keys_of_a_namespace(redis_server: RedisServer, tmp_path) -> None:
+    """After a rollback: the old release's reader gets a sample of every key of the namespace, by name."""
+    client = redis_server.client()
+    for index in range(8):
+        client.hset("ai:reply:old-%d" % index, mapping={"reply": "hi"})
+    client.set("ai:reply:new-0", "{}")  # written by a release the old one cannot read
+    reader_script = tmp_path / "read_keys.py"
+    reader_script.write_text(textwrap.dedent('''
+        import json, sys
+        import redis
+        client = redis.Redis(port=int(sys.argv[1]))
+        keys = [line.strip() for line in sys.stdin if line.strip()]
+        answers = {}
+        for key in keys:
+            try:
+                answers[key] = b"reply" in client.hgetall(key)
+            except redis.ResponseError:
+                answers[key] = False
+        print(json.dumps(answers))
+    '''))
+    spec = {"type": "command", "metric": "readable_ratio", "argv": [sys.executable, str(reader_script),
+                                                                   str(redis_server.port)], "expect": {"min": 1.0}}
+    result = probe(component="ai", phase="rollback", placeholders={"release": "legacy"}, redis=redis_server.options,
+                   probes=[dict(spec, name="all", sample_keys=["ai:reply:*"], sample_size=50),
+                           dict(spec, name="few", sample_keys=["ai:reply:old-*"], sample_size=3),
+                           dict(spec, name="none", sample_keys=["tts:*"])])
+    results = by_name(result)
+    assert (results["all"]["value"], results["all"]["verdict"]) == (8 / 9, "fail")
+    assert "read 8 of 9 sampled key(s) of ai:reply:*" in results["all"]["detail"]
+    assert "unreadable: ai:reply:new-0" in results["all"]["detail"]
+    assert (results["few"]["value"], results["few"]["verdict"]) == (1.0, "pass")
+    assert "read 3 of 3 sampled key(s)" in results["few"]["detail"]
+    assert (results["none"]["value"], results["none"]["verdict"]) == (1.0, "pass")
+
+
 def test_readable_ratio_reader_failures_are_inconclusive_with_their_output(toy: ToyService, reader: Any) -> None:
     spec = {"type": "command", "metric": "readable_ratio", "write_requests": 2, "expect": {"min": 1.0},
             "write_url": toy.base + "/reply-write?nonce={nonce}"}

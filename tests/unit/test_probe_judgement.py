@@ -232,7 +232,8 @@ def test_new_metric_defaults() -> None:
       "burst_url": "http://h/", "client_name": "toy-ai", "expect": {"max": 1}},
      "probe tts/rss: client_name is only used with resource clients, not rss_mb"),
     ({"name": "read", "type": "command", "metric": "readable_ratio", "argv": ["r"], "expect": {"min": 1}},
-     "probe tts/read: write_url is required for metric readable_ratio"),
+     "probe tts/read: give either write_url (fresh entries written through the new release) or sample_keys (a "
+     "sample of the keys of these patterns), not both or neither"),
     ({"name": "read", "type": "command", "metric": "readable_ratio", "argv": ["r"], "write_url": "/reply?{nonce}",
       "expect": {"min": 1}},
      "probe tts/read: write_url must be an http:// or https:// URL with a host (one starting with / needs the "
