@@ -7,17 +7,21 @@ module: cutover_redis_restore
 short_description: Restore Redis from a cutover snapshot, by namespace and policy or as a whole RDB
 description:
   - Restores a snapshot written by M(cutover_redis_snapshot) into Redis.
-  - Before touching Redis it checks the snapshot - manifest present and parseable, format known, data file
-    sha256 equal to the manifest's, structure and key counts as recorded - and refuses with a message naming
-    the problem otherwise, changing nothing.
-  - Policies C(missing_only), C(overwrite) and C(replace_all) work per namespace with C(RESTORE ... ABSTTL),
+  - Before touching Redis it checks the snapshot - manifest present and parseable, the snapshot the one asked for
+    (O(expect); without it, the snapshot id must be the directory's name), format known, data file sha256 equal to
+    the manifest's, structure and key counts as recorded, and for a logical snapshot every DUMP payload as RESTORE
+    will check it (its CRC-64 and RDB version) - and refuses with a message naming the problem otherwise, changing
+    nothing.
+  - Policies C(missing_only), C(overwrite), C(replace_all) and C(revert) work per namespace with C(RESTORE ... ABSTTL),
     keeping each key's absolute expiry; records whose expiry has passed (on the target's clock) are skipped and
     counted as C(expired). Snapshots of mode C(logical) are read from their data file; snapshots of modes C(rdb)
     and C(replica) are loaded into a scratch redis-server on this host and restored from there.
   - Policy C(whole_rdb) puts the RDB of an C(rdb) or C(replica) snapshot where Redis loads its data from and
     restarts Redis with O(stop_command) and O(start_command) - the RDB file, or, when C(appendonly) is on, the
-    base of a fresh AOF directory. The files it replaces are kept beside them (C(previous)). If Redis does not
-    come back with the snapshot's keys, the previous files are put back and Redis is started again.
+    base of a fresh AOF directory. Before it stops Redis it checks that the file loads (C(redis-check-rdb), else a
+    scratch redis-server) into the databases the target has, and saves the target's data first when it is only in
+    memory. The files it replaces are kept beside them (C(previous)). If Redis does not come back with the
+    snapshot's keys, the previous files are put back and Redis is started again.
 version_added: "0.1.0"
 author: cutover
 options:
@@ -34,14 +38,46 @@ options:
         the snapshot does not (C(deleted)), so the namespace ends up equal to the snapshot. A snapshot key
         whose expiry has passed counts as not in the snapshot. Deletion runs after the restore, so a
         namespace never holds fewer snapshot keys than before.
+      - C(revert) undoes what a run wrote to the selected namespaces and keeps what streams gained - for a
+        rollback to a release that must read every key of its namespaces. Keys of the snapshot get their
+        snapshot value and absolute expiry back; keys created since (present now, not in the snapshot, or whose
+        snapshot expiry has passed) are deleted; a key that holds a stream now (append-only shared data such as
+        C(ai_service_alerts)) is left as it is, so what was appended since is kept (C(kept_streams)) - a stream
+        of the snapshot is restored only where it is missing, never truncated. It asks C(TYPE) of each batch
+        of keys before restoring it.
       - C(whole_rdb) replaces the whole Redis dataset (every database, functions too) with an C(rdb) or
         C(replica) snapshot by swapping files and restarting Redis. Needs O(stop_command) and
         O(start_command); runs on the Redis host.
       - C(none) restores nothing; with O(restart_redis) the module then only restarts Redis when its policy asks
         (rollback step 4 when no rolled-back component owns a namespace, or the operator chose no restore).
     type: str
-    choices: [missing_only, overwrite, replace_all, whole_rdb, none]
+    choices: [missing_only, overwrite, replace_all, revert, whole_rdb, none]
     default: missing_only
+  expect:
+    description:
+      - The snapshot asked for; a snapshot whose manifest says otherwise is refused before anything is touched,
+        naming every difference (for example a directory of another run copied under this run's snapshot id).
+      - Not used by policy C(none).
+    type: dict
+    suboptions:
+      snapshot_id:
+        description: The snapshot id the manifest must hold. Default - the name of the O(src) directory.
+        type: str
+      run_id:
+        description: The run id the manifest must hold (the migrate run the snapshot guards).
+        type: str
+      source:
+        description:
+          - The Redis the snapshot must have been taken from, as C(redis://host:port/db) (the RV(snapshot.source)
+            of M(cutover_redis_snapshot)); the scheme is not compared.
+        type: str
+      same_server:
+        description:
+          - The snapshot must have been taken from the server and database this restore writes to (O(redis)) -
+            the same C(host:port/db), or the same Redis process (its INFO C(run_id), recorded in the manifest)
+            reached at another address. A restart changes the run_id, so after one only the address counts.
+        type: bool
+        default: false
   namespaces:
     description:
       - Patterns of the snapshot to restore (each must be one of the snapshot's namespaces, written
@@ -70,11 +106,15 @@ options:
         dbfilename, appenddirname, appendfilename), which the Redis user must then be allowed.
     type: path
   start_timeout:
-    description: C(whole_rdb) - seconds Redis gets to stop, and to start and load its data.
+    description:
+      - C(whole_rdb) - seconds Redis gets to stop, and to start and load its data; also the limit of the load check
+        and of the save of data that is only in memory.
     type: int
     default: 600
   redis_server_binary:
-    description: redis-server for the scratch server that serves an rdb snapshot's keys. Default - found on PATH.
+    description:
+      - redis-server for the scratch server that serves an rdb snapshot's keys, and that checks a C(whole_rdb)
+        file loads where C(redis-check-rdb) (redis-tools) is not installed. Default - found on PATH.
     type: path
   scratch_dir:
     description: Where the scratch server's private directory is made (default - the system temp dir).
@@ -123,9 +163,10 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    details: Computes the same counts with EXISTS (and SCAN for C(replace_all)) and writes nothing - its
-      C(missing_before) is the data-loss audit; for rdb snapshots the key names are read from the RDB file
-      itself. C(whole_rdb) checks the snapshot and reports what it would swap, without stopping Redis.
+    details: Computes the same counts with EXISTS (and SCAN for C(replace_all) and C(revert), TYPE for C(revert))
+      and writes nothing - its C(missing_before) is the data-loss audit; for rdb snapshots the key names are read
+      from the RDB file itself. C(whole_rdb) checks the snapshot (that it loads, too) and reports what it would
+      swap, without stopping Redis.
   diff_mode:
     support: full
     details: Counts per namespace only, never keys or values.
@@ -135,9 +176,12 @@ notes:
   - The target must run Redis 5.0 or later (RESTORE ABSTTL) and understand the RDB version of the snapshot
     (C(rdb_version) in the manifest); Redis refuses payloads and files from a newer RDB version, and this
     module refuses them before changing anything.
-  - C(replace_all) keeps a 64-bit fingerprint per restored key in memory (about 70 bytes per key) to know
-    which keys to delete; the other policies stream in constant memory.
-  - The least-privilege ACL each policy needs is in docs/SNAPSHOTS.md.
+  - C(replace_all) and C(revert) keep a 64-bit fingerprint per restored key in memory (about 70 bytes per key) to
+    know which keys to delete; the other policies stream in constant memory.
+  - Checking every payload's CRC-64 before the first write reads a logical snapshot's data file once more
+    (about 100 MB/s in pure Python).
+  - The least-privilege ACL each policy needs is in docs/SNAPSHOTS.md (C(revert) also needs C(+type); C(whole_rdb)
+    needs C(+bgsave +time) when the target holds data that is not on disk).
   - Redis Cluster is not supported.
 seealso:
   - module: cutover_redis_snapshot
@@ -158,6 +202,17 @@ EXAMPLES = r"""
     src: "/var/lib/cutover/snapshots/{{ cutover_run_id }}"
     policy: missing_only
     namespaces: ['tts:*', 'safety:*']
+
+- name: Rollback - revert what the run wrote to the AI and TTS caches, keep what the alerts stream gained
+  cutover_redis_restore:
+    redis: "{{ cutover_redis }}"
+    src: "/var/lib/cutover/snapshots/{{ cutover_target_run_id }}"
+    policy: revert
+    namespaces: ['ai:*', 'tts:*', 'ai_service_alerts']
+    expect:
+      snapshot_id: "{{ cutover_target_run_id }}"
+      run_id: "{{ cutover_target_run_id }}"
+      same_server: true
 
 - name: Put the whole server back as it was (rdb snapshot), restarting Redis through systemd
   cutover_redis_restore:
@@ -185,14 +240,20 @@ kept_existing:
   returned: always
   type: int
   sample: 14880
+kept_streams:
+  description: Keys left as they were because they hold a stream now (C(revert) only) - snapshot keys and keys
+    created since.
+  returned: always
+  type: int
+  sample: 1
 expired:
   description: Records skipped because their absolute expiry has passed.
   returned: always
   type: int
   sample: 3
 deleted:
-  description: Keys deleted because the snapshot does not hold them (C(replace_all)); for C(whole_rdb), the keys
-    Redis held before the swap (all replaced).
+  description: Keys deleted because the snapshot does not hold them (C(replace_all), C(revert)); for C(whole_rdb),
+    the keys Redis held before the swap (all replaced).
   returned: always
   type: int
   sample: 0
@@ -205,7 +266,8 @@ namespaces:
   description: The same counts per selected pattern.
   returned: always
   type: dict
-  sample: {"tts:*": {"restored": 120, "kept_existing": 14880, "expired": 3, "deleted": 0, "missing_before": 120}}
+  sample: {"tts:*": {"restored": 120, "kept_existing": 14880, "expired": 3, "deleted": 0, "missing_before": 120,
+                      "kept_streams": 0}}
 snapshot:
   description: Which snapshot was restored.
   returned: always
@@ -213,6 +275,12 @@ snapshot:
   contains:
     id:
       description: Snapshot id.
+      type: str
+    run_id:
+      description: Run id the manifest records.
+      type: str
+    source:
+      description: The Redis the snapshot was taken from (C(redis://host:port/db)).
       type: str
     sha256:
       description: Verified sha256 of its data file.
@@ -231,11 +299,13 @@ journal:
   type: list
   elements: dict
 whole_rdb:
-  description: For C(whole_rdb) - where the snapshot was put, the previous files kept aside, what Redis loaded.
+  description:
+    - For C(whole_rdb) - where the snapshot was put, the previous files kept aside, what Redis loaded, and how
+      many keys were saved to disk before Redis was stopped because that was their only copy (C(saved_before_stop)).
   returned: when O(policy=whole_rdb)
   type: dict
   sample: {"loaded_from": "/var/lib/redis/dump.rdb", "previous": ["/var/lib/redis/dump.rdb.cutover-before-x"],
-           "aof": false, "loaded": {"0": 15230}}
+           "aof": false, "loaded": {"0": 15230}, "saved_before_stop": 0}
 """
 
 import datetime
@@ -271,6 +341,7 @@ from ansible.module_utils.cutover_snapshot_logical import (
     LuaCapture,
     PipelineRestorer,
     RestoreFailed,
+    StreamKeeper,
     Tally,
     delete_extra_keys,
     restore_batches,
@@ -279,18 +350,27 @@ from ansible.module_utils.cutover_snapshot_logical import (
 from ansible.module_utils.cutover_snapshot_rdb import (
     FileSwap,
     copy_hashed,
+    database_count_problem,
     load_problem,
     loadable_rdb_version,
     loaded_keys,
     probe_client,
     redis_files,
     run_command,
+    save_now,
+    unsaved_keys,
     wait_for_down,
     wait_for_loaded,
 )
-from ansible.module_utils.cutover_snapshot_scratch import ScratchServer, captured_batches, find_redis_server
+from ansible.module_utils.cutover_snapshot_scratch import (
+    RdbLoadCheck,
+    ScratchServer,
+    captured_batches,
+    find_redis_server,
+)
 
 MAX_BATCH_SIZE = 100000
+DELETING_POLICIES = ("replace_all", "revert")
 MIB = 1024 * 1024
 STAGING_MARGIN = 64 * MIB
 
@@ -299,8 +379,14 @@ def build_argument_spec() -> dict[str, Any]:
     spec = redis_connection_argument_spec()
     spec.update(
         src={"type": "path", "required": True},
-        policy={"type": "str", "choices": ["missing_only", "overwrite", "replace_all", "whole_rdb", "none"],
+        policy={"type": "str", "choices": ["missing_only", "overwrite", "replace_all", "revert", "whole_rdb", "none"],
                 "default": "missing_only"},
+        expect={"type": "dict", "options": {
+            "snapshot_id": {"type": "str"},
+            "run_id": {"type": "str"},
+            "source": {"type": "str"},
+            "same_server": {"type": "bool", "default": False},
+        }},
         namespaces={"type": "list", "elements": "str"},
         batch_size={"type": "int", "default": 1000},
         stop_command={"type": "list", "elements": "str"},
@@ -358,8 +444,52 @@ def selected_patterns(requested: list[str] | None, available: list[str]) -> tupl
     return list(requested), None
 
 
-def refuse(module: AnsibleModule, problem: Any) -> None:
-    module.fail_json(msg="refusing to restore: %s; nothing was changed" % problem)
+def refuse(module: AnsibleModule, problem: Any, restarted: bool = False) -> None:
+    module.fail_json(msg="refusing to restore: %s; %s" % (problem, "Redis was restarted, no key was written"
+                                                          if restarted else "nothing was changed"))
+
+
+def endpoint_address(endpoint: str | None) -> str:
+    """``host:port/db`` of an endpoint written by describe_endpoint (TLS or not aside)."""
+    return (endpoint or "").split("://", 1)[-1]
+
+
+def same_server_problem(options: dict[str, Any], manifest: dict[str, Any]) -> str | None:
+    """None when the snapshot comes from the server and database this restore writes to: the same address, or
+    the same Redis process (INFO run_id, recorded at snapshot time) reached at another address."""
+    target = describe_endpoint(options)
+    source = manifest.get("source")
+    if endpoint_address(source) == endpoint_address(target):
+        return None
+    recorded = (manifest.get("source_server") or {}).get("redis_run_id")
+    try:
+        current = probe_client(options).info("server").get("run_id")
+    except RedisError:
+        current = None
+    same_db = endpoint_address(source).rsplit("/", 1)[-1] == endpoint_address(target).rsplit("/", 1)[-1]
+    if recorded and current == recorded and same_db:
+        return None
+    return ("it was taken from %s (Redis run_id %s), this restore writes to %s (Redis run_id %s)"
+            % (source, recorded or "not recorded", target, current or "unknown"))
+
+
+def identity_problems(params: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
+    """How the snapshot differs from the one asked for (option expect). Without expect.snapshot_id the id must be
+    the directory's name, as cutover_redis_snapshot names them."""
+    expect = params["expect"] or {}
+    problems = []
+    wanted_id = expect.get("snapshot_id") or os.path.basename(os.path.normpath(params["src"]))
+    if manifest["snapshot_id"] != wanted_id:
+        problems.append("its snapshot id is %r, expected %r" % (manifest["snapshot_id"], wanted_id))
+    if expect.get("run_id") is not None and manifest.get("run_id") != expect["run_id"]:
+        problems.append("its run id is %r, expected %r" % (manifest.get("run_id"), expect["run_id"]))
+    if expect.get("source") and endpoint_address(manifest.get("source")) != endpoint_address(expect["source"]):
+        problems.append("it was taken from %s, expected %s" % (manifest.get("source"), expect["source"]))
+    if expect.get("same_server"):
+        problem = same_server_problem(params["redis"], manifest)
+        if problem:
+            problems.append(problem)
+    return problems
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -401,14 +531,19 @@ def restore_records(module: AnsibleModule, client: Any, manifest: dict[str, Any]
     """Stream the selected namespaces into Redis; returns fingerprints of the restored keys (replace_all)."""
     params = module.params
     replace = params["policy"] != "missing_only"
-    fingerprints: set[int] | None = set() if params["policy"] == "replace_all" else None
+    fingerprints: set[int] | None = set() if params["policy"] in DELETING_POLICIES else None
     chosen = [pattern in selected for pattern in patterns]
 
     def on_done(index: int, restored: int, kept: int, missing: int, expired: int) -> None:
         tally.add(patterns[index], restored=restored, kept_existing=kept, missing_before=missing, expired=expired)
 
+    def on_kept_streams(index: int, count: int) -> None:
+        tally.add(patterns[index], kept_streams=count)
+
     clock = ServerClock(client)
     restorer = choose_restorer(module, client, replace, on_done)
+    if params["policy"] == "revert":
+        restorer = StreamKeeper(client, restorer, on_kept_streams)
     data_path = os.path.join(params["src"], manifest["data_file"])
     try:
         if manifest["mode"] not in RDB_MODES:
@@ -450,10 +585,14 @@ def restore_from_scratch(module: AnsibleModule, restorer: Any, manifest: dict[st
             capture.close()
     for pattern in selected:  # keys Redis dropped while loading the RDB had expired
         counts = tally.by_pattern[pattern]
-        seen = counts["restored"] + counts["kept_existing"] + counts["expired"]
-        if params["policy"] != "missing_only":
-            seen = counts["restored"] + counts["expired"]
+        seen = counts["restored"] + counts["kept_existing"] + counts["kept_streams"] + counts["expired"]
         counts["expired"] += max(0, manifest["namespaces"][pattern] - seen)
+
+
+def snapshot_facts(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The ``snapshot`` value of the result: which snapshot was restored."""
+    return {"id": manifest["snapshot_id"], "run_id": manifest.get("run_id"), "source": manifest.get("source"),
+            "sha256": manifest["sha256"], "mode": manifest["mode"]}
 
 
 def run_restore(module: AnsibleModule, client: Any, manifest: dict[str, Any], patterns: list[str],
@@ -463,7 +602,8 @@ def run_restore(module: AnsibleModule, client: Any, manifest: dict[str, Any], pa
     try:
         fingerprints = restore_records(module, client, manifest, patterns, selected, tally)
         if fingerprints is not None:
-            delete_extra_keys(client, patterns, selected, fingerprints, params["batch_size"], module.check_mode, tally)
+            delete_extra_keys(client, patterns, selected, fingerprints, params["batch_size"], module.check_mode, tally,
+                              spare_streams=params["policy"] == "revert")
     except (RestoreFailed, RedisError, SnapshotError, RdbError, OSError) as exc:
         module.fail_json(msg="restore into %s stopped: %s (snapshot rdb_version %s from Redis %s)"
                              % (describe_endpoint(params["redis"]), exc, manifest.get("rdb_version"),
@@ -479,14 +619,14 @@ def restore_result(module: AnsibleModule, manifest: dict[str, Any], tally: Tally
         changed=totals["restored"] + totals["deleted"] > 0,
         policy=module.params["policy"],
         namespaces=tally.by_pattern,
-        snapshot={"id": manifest["snapshot_id"], "sha256": manifest["sha256"], "mode": manifest["mode"]},
+        snapshot=snapshot_facts(manifest),
     )
     if module._diff:
         result["diff"] = {
             "before": {pattern: {"missing_snapshot_keys": counts["missing_before"]}
                        for pattern, counts in tally.by_pattern.items()},
             "after": {pattern: {"restored": counts["restored"], "kept_existing": counts["kept_existing"],
-                                "deleted": counts["deleted"]}
+                                "kept_streams": counts["kept_streams"], "deleted": counts["deleted"]}
                       for pattern, counts in tally.by_pattern.items()},
         }
     return result
@@ -500,14 +640,18 @@ def run_id_now() -> str:
 
 
 def stage_snapshot(module: AnsibleModule, client: Any, manifest: dict[str, Any]) -> tuple[Any, str]:
-    """Check the snapshot and copy it next to Redis's files, hashing it on the way: nothing is touched yet."""
+    """Check the snapshot - that Redis can load it, with the target's databases - and copy it next to Redis's
+    files, hashing it on the way: nothing is touched yet."""
     params = module.params
     try:
         data_path = quick_check_rdb(params["src"], manifest)
         files = redis_files(client, params["rdb_path"])
         version = server_version(client)
+        databases_problem = database_count_problem(client, manifest)
     except (SnapshotError, RedisError) as exc:
         refuse(module, exc)
+    if databases_problem:
+        refuse(module, databases_problem)
     if manifest["rdb_version"] > loadable_rdb_version(version[1]):
         refuse(module, "the snapshot is RDB version %d (Redis %s) and the target runs Redis %s, which loads RDB "
                        "versions up to %d" % (manifest["rdb_version"], manifest.get("rdb_redis_version"), version[0],
@@ -523,14 +667,28 @@ def stage_snapshot(module: AnsibleModule, client: Any, manifest: dict[str, Any])
     if os.path.lexists(staged):
         os.unlink(staged)  # ours, left by a run that died before the swap
     like = files.rdb_path if os.path.exists(files.rdb_path) else files.directory
+    databases = max(int(db) for db in manifest["databases"] or {"0": 0}) + 1
+    load_check = RdbLoadCheck(data_path, params["redis_server_binary"], params["scratch_dir"], databases,
+                              int(manifest.get("used_memory") or 0) or 3 * manifest["bytes"], params["start_timeout"])
     try:
-        sha256 = copy_hashed(data_path, staged, like)
-    except OSError as exc:
-        refuse(module, "cannot stage the snapshot in %s: %s" % (files.directory, exc))
-    if sha256 != manifest["sha256"]:
+        try:
+            sha256 = copy_hashed(data_path, staged, like)
+        except OSError as exc:
+            refuse(module, "cannot stage the snapshot in %s: %s" % (files.directory, exc))
+        if sha256 != manifest["sha256"]:
+            os.unlink(staged)
+            refuse(module, "checksum mismatch: sha256 of %s is %s, the manifest says %s" % (data_path, sha256,
+                                                                                           manifest["sha256"]))
+        try:
+            problem = load_check.problem()
+        except SnapshotError as exc:
+            os.unlink(staged)
+            refuse(module, "cannot check that Redis can load %s: %s" % (data_path, exc))
+    finally:
+        load_check.cancel()
+    if problem:
         os.unlink(staged)
-        refuse(module, "checksum mismatch: sha256 of %s is %s, the manifest says %s" % (data_path, sha256,
-                                                                                       manifest["sha256"]))
+        refuse(module, "Redis cannot load %s: %s" % (data_path, problem))
     return files, staged
 
 
@@ -538,18 +696,25 @@ def whole_result(manifest: dict[str, Any], restored: int, replaced: int, details
     expired = max(0, manifest.get("rdb_keys", manifest["keys"]) - restored)
     return {"changed": True, "policy": "whole_rdb", "restored": restored, "kept_existing": 0, "expired": expired,
             "deleted": replaced, "missing_before": None, "namespaces": {},
-            "snapshot": {"id": manifest["snapshot_id"], "sha256": manifest["sha256"], "mode": manifest["mode"]},
-            "whole_rdb": details}
+            "snapshot": snapshot_facts(manifest), "whole_rdb": details}
 
 
 def restore_whole(module: AnsibleModule, client: Any, manifest: dict[str, Any]) -> dict[str, Any]:
     params = module.params
     files, staged = stage_snapshot(module, client, manifest)
+    unsaved = unsaved_keys(client, files)
     planned = {"loaded_from": files.aof_dir if files.aof_enabled else files.rdb_path, "aof": files.aof_enabled,
-               "previous": [], "loaded": None}
+               "previous": [], "loaded": None, "saved_before_stop": unsaved}
     if module.check_mode:
         os.unlink(staged)
         return whole_result(manifest, manifest.get("rdb_keys", manifest["keys"]), client.dbsize(), planned)
+    if unsaved:  # its only copy is in memory: put it on disk, so a swap that fails can give it back
+        try:
+            save_now(client, params["start_timeout"])
+        except (SnapshotError, RedisError) as exc:
+            os.unlink(staged)
+            refuse(module, "the target holds %d keys that are not on disk, and saving them before stopping Redis "
+                           "failed (the Redis user needs +bgsave +time): %s" % (unsaved, exc))
     replaced = int(client.dbsize())
     pid = client.info("server").get("process_id")
     deadline = time.monotonic() + params["start_timeout"]
@@ -634,9 +799,12 @@ def restart_if_needed(module: AnsibleModule) -> tuple[bool, str]:
 
 
 def describe_restore(result: dict[str, Any]) -> str:
-    return "%s from snapshot %s: %s restored, %s newer kept, %s expired, %s deleted" % (
+    text = "%s from snapshot %s: %s restored, %s newer kept, %s expired, %s deleted" % (
         result["policy"], result["snapshot"]["id"], result["restored"], result["kept_existing"], result["expired"],
         result["deleted"])
+    if result["policy"] == "revert":
+        text += ", %s streams kept" % result["kept_streams"]
+    return text
 
 
 def finish(module: AnsibleModule, result: dict[str, Any], restart: tuple[bool, str], started_at: str) -> None:
@@ -659,15 +827,18 @@ def main() -> None:
         detail = "%s; no data restored (restore policy none)" % restart_detail
         journal = ([step_entry(4, started_at, "ok", detail, params["host_label"])] if params["rollback_step"] else [])
         module.exit_json(changed=restarted, policy="none", restored=0, kept_existing=0, expired=0, deleted=0,
-                         missing_before=None, namespaces={}, snapshot=None, detail=detail, journal=journal)
+                         missing_before=None, kept_streams=0, namespaces={}, snapshot=None, detail=detail,
+                         journal=journal)
     whole = params["policy"] == "whole_rdb"
+    checked = None
     try:
-        if whole:
-            manifest = load_manifest(params["src"])
-            patterns = list(manifest["namespaces"])
-        else:
-            manifest, checked = verify_snapshot(params["src"])
-            patterns = list(checked.namespaces)
+        manifest = load_manifest(params["src"])
+        problems = identity_problems(params, manifest)
+        if problems:
+            refuse(module, "snapshot %s is not the one asked for: %s" % (params["src"], "; ".join(problems)))
+        patterns = list(manifest["namespaces"])
+        if not whole:
+            manifest, checked = verify_snapshot(params["src"], manifest)
     except SnapshotError as exc:
         refuse(module, exc)
     if whole and manifest["mode"] not in RDB_MODES:
@@ -688,6 +859,10 @@ def main() -> None:
     if version[1] < (5, 0):
         module.fail_json(msg="Redis %s at %s lacks RESTORE ABSTTL; cutover_redis_restore needs Redis 5.0 or later"
                              % (version[0], describe_endpoint(params["redis"])))
+    if isinstance(checked, SnapshotReader) and checked.newest_payload[0] > loadable_rdb_version(version[1]):
+        newest, key = checked.newest_payload
+        refuse(module, "the payload of key %r is RDB version %d and the target runs Redis %s, which loads RDB versions "
+                       "up to %d" % (key[:200], newest, version[0], loadable_rdb_version(version[1])), restarted[0])
     finish(module, run_restore(module, client, manifest, patterns, selected), restarted, started_at)
 
 

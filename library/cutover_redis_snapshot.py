@@ -63,7 +63,10 @@ options:
     description:
       - C(present) creates the snapshot unless one with this id exists and verifies, which is then returned
         unchanged. An existing snapshot that does not verify makes the module fail; it is never replaced.
-      - C(verified) only verifies an existing snapshot (no Redis connection, unless O(verify=full)).
+      - C(verified) only verifies an existing snapshot (no Redis connection, unless O(verify=full)); for a logical
+        snapshot that includes every DUMP payload's own CRC-64, as a restore checks it.
+      - An existing snapshot whose manifest names another snapshot id (or another run than O(run_id), when given)
+        is refused, never taken for this one.
       - C(list) returns every snapshot of O(dest) (cheap checks only), oldest first.
       - C(pruned) deletes snapshots beyond the O(keep) newest, never one named in O(protect) and never a
         directory that is not a well-formed cutover snapshot; also removes staging directories that
@@ -88,7 +91,8 @@ options:
   verify_max_differences:
     description:
       - With O(verify=full), how many keys may differ (changed, added or deleted on the source since the
-        snapshot) before verification fails. 0 suits a quiet source; a live one needs some room.
+        snapshot) before verification fails. 0 suits a quiet source; a live one needs some room. Keys that
+        expired since the snapshot are no difference (RV(verification.expired_since)).
     type: int
     default: 0
   min_free_mb:
@@ -206,6 +210,17 @@ snapshot:
       description: Snapshot id.
       type: str
       sample: 20261125T222114Z
+    run_id:
+      description: Run id recorded in the manifest (O(run_id)).
+      type: str
+      sample: 20261125T222114Z
+    source:
+      description:
+        - The Redis the snapshot was taken from, as C(redis://host:port/db) (never credentials). The manifest also
+          records C(source_server) - this address, the database, and Redis's C(run_id) and C(tcp_port) from INFO -
+          which M(cutover_redis_restore) O(cutover_redis_restore#module:expect) compares.
+      type: str
+      sample: redis://127.0.0.1:6379/0
     path:
       description: Snapshot directory.
       type: str
@@ -250,7 +265,10 @@ snapshot:
       type: str
       sample: "2026-11-25T22:21:14.123Z"
 verification:
-  description: With O(verify=full), how the snapshot compares with the source, key by key.
+  description:
+    - With O(verify=full), how the snapshot compares with the source, key by key. C(expired_since) counts the
+      snapshot keys whose expiry passed before they could be compared (gone from the scratch server, or from the
+      source once their time came); they are not differences.
   returned: when O(verify=full)
   type: dict
   sample: {"compared": 15230, "same": 15228, "expired_since": 0, "differences": 2,
@@ -435,6 +453,8 @@ def planned_snapshot(module: AnsibleModule, client: Any, directory: str) -> dict
     data_file = RDB_FILE_NAME if params["mode"] in RDB_MODES else DATA_FILE_NAME
     return {
         "id": params["snapshot_id"],
+        "run_id": params["run_id"] or params["snapshot_id"],
+        "source": describe_endpoint(params["redis"]),
         "path": directory,
         "manifest": os.path.join(directory, MANIFEST_FILE_NAME),
         "data_file": os.path.join(directory, data_file),
@@ -454,7 +474,16 @@ def planned_snapshot(module: AnsibleModule, client: Any, directory: str) -> dict
 # ---------------------------------------------------------------------------------------------------
 # Writing
 
-def base_manifest(params: dict[str, Any], created_at: str, version: tuple[str, tuple[int, ...]]) -> dict[str, Any]:
+def source_identity(client: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """Which server and database the snapshot comes from: the address as given and Redis's own view of itself
+    (its run_id changes when it restarts; a restore with expect.same_server compares either)."""
+    info = client.info("server")
+    return {"endpoint": describe_endpoint(options), "db": int(client.connection_pool.connection_kwargs.get("db") or 0),
+            "redis_run_id": info.get("run_id"), "tcp_port": int(info.get("tcp_port") or 0)}
+
+
+def base_manifest(params: dict[str, Any], created_at: str, version: tuple[str, tuple[int, ...]],
+                  source: dict[str, Any]) -> dict[str, Any]:
     return {
         "format": MANIFEST_FORMAT,
         "format_version": FORMAT_VERSION,
@@ -462,7 +491,8 @@ def base_manifest(params: dict[str, Any], created_at: str, version: tuple[str, t
         "run_id": params["run_id"] or params["snapshot_id"],
         "mode": params["mode"],
         "created_at": created_at,
-        "source": describe_endpoint(params["redis"]),
+        "source": source["endpoint"],
+        "source_server": source,
         "redis_version": version[0],
     }
 
@@ -481,6 +511,7 @@ def write_logical_snapshot(module: AnsibleModule, client: Any, staging: Snapshot
     params = module.params
     use_pexpiretime = version[1] >= (7, 0)
     capture = choose_capture(module, client, use_pexpiretime)
+    source = source_identity(client, params["redis"])
     created_at = utc_now_iso()
     data_path = staging.file_path(DATA_FILE_NAME)
     writer = SnapshotWriter(data_path, params["snapshot_id"], params["mode"], created_at, params["namespaces"])
@@ -493,7 +524,7 @@ def write_logical_snapshot(module: AnsibleModule, client: Any, staging: Snapshot
     namespaces = dict(zip(writer.namespaces, writer.counts))
     check_data_file(data_path, sha256, namespaces, params["snapshot_id"])
     manifest = dict(
-        base_manifest(params, created_at, version),
+        base_manifest(params, created_at, version, source),
         completed_at=utc_now_iso(),
         capture=capture.name,
         expiry_source="PEXPIRETIME" if use_pexpiretime else "PTTL + server TIME (Redis < 7.0, exact to a few ms)",
@@ -514,6 +545,7 @@ def write_rdb_snapshot(module: AnsibleModule, client: Any, staging: SnapshotDire
                        version: tuple[str, tuple[int, ...]]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Capture Redis's RDB (BGSAVE or SYNC) into the staging dir, parsed and hashed on the way in."""
     params = module.params
+    source = source_identity(client, params["redis"])
     created_at = utc_now_iso()
     data_path = staging.file_path(RDB_FILE_NAME)
     db = int(client.connection_pool.connection_kwargs.get("db") or 0)  # from redis.db or the URL's path
@@ -532,7 +564,7 @@ def write_rdb_snapshot(module: AnsibleModule, client: Any, staging: SnapshotDire
     summary = capture.summary
     namespaces = dict(zip(params["namespaces"], summary.namespace_counts))
     manifest = dict(
-        base_manifest(params, created_at, version),
+        base_manifest(params, created_at, version, source),
         completed_at=utc_now_iso(),
         capture=capture.details["capture"],
         rdb_redis_version=summary.aux.get("redis-ver"),
@@ -579,8 +611,8 @@ def verify_full(module: AnsibleModule, client: Any, directory: str, manifest: di
                 load_logical_into(scratch, reader.batches(params["batch_size"], big_threshold=8 << 20),
                                   ServerClock(scratch))
         try:
-            compare_snapshot(client, scratch, list(manifest["namespaces"]), params["batch_size"], comparison,
-                             scripting, use_pexpiretime, clock, source_big)
+            compare_snapshot(client, scratch, list(manifest["namespaces"]), manifest["keys"], params["batch_size"],
+                             comparison, scripting, use_pexpiretime, clock, source_big)
         finally:
             source_big.close()
     return comparison.as_dict()
@@ -644,6 +676,12 @@ def existing_snapshot(module: AnsibleModule, directory: str) -> dict[str, Any]:
         manifest, _reader = verify_snapshot(directory)
     except SnapshotError as exc:
         module.fail_json(msg="snapshot %s exists but does not verify, so it was left untouched: %s" % (directory, exc))
+    wanted_run = params["run_id"] or manifest.get("run_id")
+    if manifest["snapshot_id"] != params["snapshot_id"] or manifest.get("run_id") != wanted_run:
+        module.fail_json(msg="%s holds snapshot %r of run %r, not snapshot %r of run %r; it was left untouched - move "
+                             "it away or choose another snapshot_id"
+                             % (directory, manifest["snapshot_id"], manifest.get("run_id"), params["snapshot_id"],
+                                wanted_run))
     if params["state"] == "present":
         requested = list(params["namespaces"])
         if list(manifest["namespaces"]) != requested or manifest["mode"] != params["mode"]:

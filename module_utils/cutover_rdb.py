@@ -7,6 +7,7 @@
 # the read buffer, never its own size. Grammar: Redis 7.0 rdb.c (RDB versions 1 to 11: Redis 2.x to 7.2).
 from __future__ import annotations
 
+import functools
 import re
 import time
 from dataclasses import dataclass, field
@@ -672,6 +673,86 @@ def _fast_key(kind: int, buf: bytes, p: int, end: int) -> tuple[int, bytes] | No
     if p < 0 or p > end:
         return None
     return p, key
+
+
+# ---------------------------------------------------------------------------------------------------
+# Redis's CRC-64 (Jones polynomial, bit-reflected, init 0, no final xor): the trailer of every DUMP payload
+# (over the serialized value and its 2-byte RDB version) and of RDB files.
+#
+# Such a CRC is linear, so a message followed by its CRC (little-endian) divides the polynomial evenly, and
+# so does any concatenation of them: one pass over many payloads proves them all intact (a single damaged
+# one always shows; errors in several would have to cancel exactly). The remainder is computed with Python's
+# big integers as polynomials over GF(2) - bytes bit-reversed, then the high half folded onto the low half
+# times x^half mod P - about 100 MB/s, where a table loop manages 6.
+
+CRC64_JONES = (1 << 64) | 0xAD93D23594C935A9  # Redis crc64.c, as a polynomial of degree 64
+CRC64_PIECE = 1 << 16  # bytes folded at a time (big integers of this size stay in the CPU caches)
+BIT_REVERSED = bytes(int("{:08b}".format(value)[::-1], 2) for value in range(256))
+DUMP_TRAILER = 10  # 2-byte RDB version + 8-byte CRC-64
+
+
+def _multiply_mod(first: int, second: int) -> int:
+    """first * second modulo CRC64_JONES, both of degree < 64."""
+    product = 0
+    while second:
+        if second & 1:
+            product ^= first
+        second >>= 1
+        first <<= 1
+        if first >> 64:
+            first ^= CRC64_JONES
+    return product
+
+
+@functools.lru_cache(maxsize=None)
+def _x_power_terms(exponent: int) -> tuple[int, ...]:
+    """The exponents of the terms of x^exponent mod CRC64_JONES (square and multiply)."""
+    result, square = 1, 2
+    while exponent:
+        if exponent & 1:
+            result = _multiply_mod(result, square)
+        square = _multiply_mod(square, square)
+        exponent >>= 1
+    return tuple(bit for bit in range(64) if result >> bit & 1)
+
+
+def _remainder(value: int, bits: int) -> int:
+    """``value``, a polynomial over GF(2) with fewer than ``bits`` terms, modulo CRC64_JONES."""
+    while bits > 192:
+        half = bits // 2
+        high = value >> half
+        value &= (1 << half) - 1
+        for shift in _x_power_terms(half):  # value += high * (x^half mod P)
+            value ^= high << shift
+        bits = max(half, bits - half + 64)
+    for bit in range(value.bit_length() - 1, 63, -1):
+        if value >> bit & 1:
+            value ^= CRC64_JONES << (bit - 64)
+    return value
+
+
+class Crc64Check:
+    """The CRC-64 remainder of a byte stream fed in pieces; 0 after whole intact DUMP payloads (or RDB files)."""
+
+    def __init__(self) -> None:
+        self.residue = 0
+
+    def update(self, data: bytes) -> None:
+        for start in range(0, len(data), CRC64_PIECE):
+            piece = data[start:start + CRC64_PIECE]
+            bits = 8 * len(piece)
+            self.residue = _remainder((self.residue << bits) | int.from_bytes(piece.translate(BIT_REVERSED), "big"),
+                                      bits + 64)
+
+
+def payload_intact(payload: bytes) -> bool:
+    """Whether a DUMP payload's CRC-64 trailer matches what precedes it, as RESTORE checks it."""
+    if len(payload) < DUMP_TRAILER:
+        return False
+    check = Crc64Check()
+    check.update(payload)
+    return check.residue == 0
+
 
 def read_rdb_header(path: str) -> int:
     """The RDB version in the first 9 bytes of ``path``; RdbError when it is not an RDB file."""

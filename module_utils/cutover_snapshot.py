@@ -29,12 +29,14 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Iterator, NamedTuple, Union
 
 from ansible.module_utils.cutover_rdb import (
+    Crc64Check,
     FileChunks,
     RdbError,
     RdbScanner,
     Tee,
     namespace_classifier,
     namespace_matcher,
+    payload_intact,
     read_rdb_header,
 )
 
@@ -62,6 +64,7 @@ WRITE_BUFFER = 1 << 20
 MAX_META_BYTES = 1 << 24
 # Payloads larger than this are streamed between file and socket instead of being held in memory.
 BIG_PAYLOAD = 8 << 20
+PAYLOAD_CHECK_BATCH = 1000
 
 
 class SnapshotError(Exception):
@@ -334,6 +337,8 @@ class SnapshotReader:
         self.counts: list[int] = []
         self.bytes = 0
         self.damage: str | None = None
+        # after check_payloads(): (RDB version, key) of the payload with the newest RDB version
+        self.newest_payload: tuple[int, bytes] = (0, b"")
         self._hash = BackgroundDigest()
         self._file = open(path, "rb", buffering=0)
         self._buffer = b""
@@ -457,6 +462,42 @@ class SnapshotReader:
                     raise SnapshotError("%s is truncated inside record %d" % (self.path, self.total + 1))
                 raise SnapshotError("%s is truncated: it ends after %d records without a trailer"
                                     % (self.path, self.total))
+
+    def check_payloads(self) -> None:
+        """walk() that also checks every DUMP payload as RESTORE will (length and CRC-64 trailer) and notes the
+        newest RDB version among them, so a restore refuses a damaged snapshot before its first write."""
+        for batch in self.batches(PAYLOAD_CHECK_BATCH, big_threshold=BIG_PAYLOAD):
+            if isinstance(batch, BigRecord):
+                self._check_big_payload(batch)
+                continue
+            _index, keys, _expiries, payloads = batch
+            check = Crc64Check()
+            check.update(b"".join(payloads))
+            if check.residue or min(map(len, payloads)) < 10:  # then one of them fails: intact ones add up to 0
+                position, key = next((position, key) for position, (key, payload) in enumerate(zip(keys, payloads))
+                                     if not payload_intact(payload))
+                raise self._bad_payload(key, self.total - len(keys) + position + 1)
+            versions = {payload[-10:-8] for payload in payloads}
+            self._note_version(max(versions, key=lambda version: int.from_bytes(version, "little")), keys, payloads)
+
+    def _check_big_payload(self, record: BigRecord) -> None:
+        check, tail = Crc64Check(), b""
+        for chunk in record.chunks():
+            check.update(chunk)
+            tail = (tail + chunk[-10:])[-10:]
+        if check.residue:
+            raise self._bad_payload(record.key, self.total)
+        self._note_version(tail[:2], [record.key], [tail])
+
+    def _bad_payload(self, key: bytes, record_number: int) -> SnapshotError:
+        return SnapshotError("%s is damaged: the payload of key %r (record %d) fails its CRC-64 check, so Redis "
+                             "would refuse it" % (self.path, key[:200], record_number))
+
+    def _note_version(self, version_bytes: bytes, keys: list[bytes], payloads: list[bytes]) -> None:
+        version = int.from_bytes(version_bytes, "little")
+        if version > self.newest_payload[0]:
+            key = next(key for key, payload in zip(keys, payloads) if payload[-10:-8] == version_bytes)
+            self.newest_payload = (version, key)
 
     def batches(self, batch_size: int, selected: list[bool] | None = None,
                 big_threshold: int | None = None) -> Iterator[Union[Batch, BigRecord]]:
@@ -680,8 +721,9 @@ def load_manifest(directory: str) -> dict[str, Any]:
     return manifest
 
 
-def read_data_file(path: str) -> SnapshotReader:
-    """Read a whole data file; returns the exhausted reader (sha256, counts, total, meta)."""
+def read_data_file(path: str, check_payloads: bool = False) -> SnapshotReader:
+    """Read a whole data file; returns the exhausted reader (sha256, counts, total, meta). With
+    ``check_payloads``, every DUMP payload is checked as RESTORE checks it (SnapshotReader.check_payloads)."""
     try:
         reader = SnapshotReader(path)
     except OSError as exc:
@@ -689,16 +731,20 @@ def read_data_file(path: str) -> SnapshotReader:
     with reader:
         reader.read_header()
         try:
-            reader.walk()
+            if check_payloads:
+                reader.check_payloads()
+            else:
+                reader.walk()
         except SnapshotError as damage:
             reader.drain()
             reader.damage = str(damage)
     return reader
 
 
-def check_data_file(path: str, sha256: str, namespaces: dict[str, int], snapshot_id: str | None = None) -> SnapshotReader:
+def check_data_file(path: str, sha256: str, namespaces: dict[str, int], snapshot_id: str | None = None,
+                    check_payloads: bool = False) -> SnapshotReader:
     """Re-read the data file and compare its sha256 and per-namespace record counts with the expectation."""
-    reader = read_data_file(path)
+    reader = read_data_file(path, check_payloads)
     damage = reader.damage
     if reader.sha256 != sha256:
         raise SnapshotError("checksum mismatch: sha256 of %s is %s, the manifest says %s%s"
@@ -765,9 +811,12 @@ def check_rdb_file(path: str, manifest: dict[str, Any]) -> RdbCheck:
     return RdbCheck(namespaces=patterns, sha256=digest.hexdigest(), bytes=source.bytes, summary=summary)
 
 
-def verify_snapshot(directory: str) -> tuple[dict[str, Any], Union[SnapshotReader, RdbCheck]]:
-    """Check a snapshot directory end to end: manifest, format, sha256, structure and key counts."""
-    manifest = load_manifest(directory)
+def verify_snapshot(directory: str, manifest: dict[str, Any] | None = None
+                    ) -> tuple[dict[str, Any], Union[SnapshotReader, RdbCheck]]:
+    """Check a snapshot directory end to end: manifest (read here unless given), format, sha256, structure and key
+    counts, and for a logical snapshot every DUMP payload's own CRC-64 (an RDB file is checked by Redis loading it)."""
+    if manifest is None:
+        manifest = load_manifest(directory)
     data_path = os.path.join(directory, manifest["data_file"])
     if manifest["mode"] in RDB_MODES:
         problem = rdb_manifest_problem(manifest)
@@ -778,7 +827,8 @@ def verify_snapshot(directory: str) -> tuple[dict[str, Any], Union[SnapshotReade
         raise SnapshotError("%s has mode %r; this cutover knows the modes %s"
                             % (os.path.join(directory, MANIFEST_FILE_NAME), manifest["mode"],
                                ", ".join(LOGICAL_MODES + RDB_MODES)))
-    reader = check_data_file(data_path, manifest["sha256"], manifest["namespaces"], manifest["snapshot_id"])
+    reader = check_data_file(data_path, manifest["sha256"], manifest["namespaces"], manifest["snapshot_id"],
+                             check_payloads=True)
     if reader.total != manifest["keys"] or reader.bytes != manifest["bytes"]:
         raise SnapshotError("%s holds %d records in %d bytes, the manifest says %d in %d"
                             % (data_path, reader.total, reader.bytes, manifest["keys"], manifest["bytes"]))
@@ -806,6 +856,8 @@ def snapshot_summary(directory: str, manifest: dict[str, Any], verified: bool) -
     """The ``snapshot`` value both modules return."""
     return {
         "id": manifest["snapshot_id"],
+        "run_id": manifest.get("run_id"),
+        "source": manifest.get("source"),
         "path": directory,
         "manifest": os.path.join(directory, MANIFEST_FILE_NAME),
         "data_file": os.path.join(directory, manifest["data_file"]),

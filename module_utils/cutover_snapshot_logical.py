@@ -355,7 +355,7 @@ def count_keys(client: Any, patterns: list[str], batch_size: int) -> dict[str, i
 # ---------------------------------------------------------------------------------------------------
 # Restore
 
-COUNT_NAMES = ("restored", "kept_existing", "expired", "deleted", "missing_before")
+COUNT_NAMES = ("restored", "kept_existing", "expired", "deleted", "missing_before", "kept_streams")
 
 
 class RestoreFailed(Exception):
@@ -545,6 +545,59 @@ class ExistenceCounter:
         return None
 
 
+def stream_flags(client: Any, keys: list[bytes]) -> list[bool]:
+    """Whether each key holds a stream now (TYPE, pipelined)."""
+    pipeline = client.pipeline(transaction=False)
+    for key in keys:
+        pipeline.type(key)
+    return [kind == b"stream" for kind in pipeline.execute()]
+
+
+class StreamKeeper:
+    """Policy revert in front of a restorer: a key that holds a stream now keeps what was appended since the
+    snapshot (append-only shared data, e.g. an alerts stream), so its record is not restored but counted by
+    ``on_kept``; every other record goes on to ``restorer`` (RESTORE ... REPLACE, or the check-mode counter)."""
+
+    def __init__(self, client: Any, restorer: Any, on_kept: Callable[[int, int], None]):
+        self._client = client
+        self._restorer = restorer
+        self._on_kept = on_kept
+
+    def submit(self, namespace_index: int, keys: list[bytes], expiries: list[int], payloads: list[Any]) -> None:
+        self._submit_others(namespace_index, keys, expiries, payloads, stream_flags(self._client, keys))
+
+    def submit_prepared(self, batch: PreparedBatch) -> None:
+        streams = stream_flags(self._client, batch.keys)
+        if any(streams):
+            self._submit_others(batch.namespace_index, batch.keys, batch.expiries, batch.payloads, streams)
+        else:
+            self._restorer.submit_prepared(batch)
+
+    def _submit_others(self, namespace_index: int, keys: list[bytes], expiries: list[int], payloads: list[Any],
+                       streams: list[bool]) -> None:
+        if any(streams):
+            self._on_kept(namespace_index, sum(streams))
+            rest = [not stream for stream in streams]
+            keys, expiries, payloads = (list(itertools.compress(keys, rest)), list(itertools.compress(expiries, rest)),
+                                        list(itertools.compress(payloads, rest)))
+        if keys:
+            self._restorer.submit(namespace_index, keys, expiries, payloads)
+
+    def submit_big(self, record: Any) -> None:
+        if stream_flags(self._client, [record.key])[0]:
+            self._on_kept(record.namespace_index, 1)
+            for _chunk in record.chunks():  # read to its end: it may be streaming off a socket
+                pass
+            return
+        self._restorer.submit_big(record)
+
+    def finish(self) -> None:
+        self._restorer.finish()
+
+    def close(self) -> None:
+        self._restorer.close()
+
+
 def drop_expired(batch: Batch, now_ms: int) -> tuple[Batch, int]:
     """The batch without records whose absolute expiry is at or before ``now_ms``, and how many those were."""
     index, keys, expiries, payloads = batch
@@ -572,6 +625,8 @@ def restore_batches(restorer: Any, batches: Iterator[Union[Batch, PreparedBatch,
         if not isinstance(batch, tuple):  # a big record, streamed
             if 0 <= batch.expiry <= clock.now_ms():
                 tally.add(patterns[batch.namespace_index], expired=1)
+                for _chunk in batch.chunks():  # read to its end: it may be streaming off a socket
+                    pass
                 continue
             if fingerprints is not None:
                 fingerprints.add(hash(batch.key))
@@ -588,8 +643,9 @@ def restore_batches(restorer: Any, batches: Iterator[Union[Batch, PreparedBatch,
 
 
 def delete_extra_keys(client: Any, patterns: list[str], selected: list[str], fingerprints: set[int],
-                      batch_size: int, check_mode: bool, tally: Tally) -> None:
-    """replace_all: delete keys of the selected namespaces that the snapshot does not hold.
+                      batch_size: int, check_mode: bool, tally: Tally, spare_streams: bool = False) -> None:
+    """replace_all and revert: delete keys of the selected namespaces that the snapshot does not hold; with
+    ``spare_streams`` (revert) a stream is kept and counted instead.
 
     ``fingerprints`` are Python hashes of the restored keys: a collision only spares a key, never deletes one.
     """
@@ -600,6 +656,10 @@ def delete_extra_keys(client: Any, patterns: list[str], selected: list[str], fin
         while True:
             cursor, keys = client.scan(cursor, match=pattern, count=batch_size)
             extra = [key for key in keys if hash(key) not in fingerprints and classify(key) == index]
+            if extra and spare_streams:
+                streams = stream_flags(client, extra)
+                tally.add(pattern, kept_streams=sum(streams))
+                extra = [key for key, stream in zip(extra, streams) if not stream]
             if extra:
                 tally.add(pattern, deleted=len(extra) if check_mode else int(client.unlink(*extra)))
             if int(cursor) == 0:

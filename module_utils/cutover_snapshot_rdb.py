@@ -33,6 +33,7 @@ from ansible.module_utils.cutover_snapshot import (
 from ansible.module_utils.cutover_snapshot_logical import read_line, acquire_connection, release_connection
 
 EOF_MARK_LENGTH = 40
+DEFAULT_DATABASES = 16
 READER_NICENESS = 10
 POLL_S = 0.05
 # RDB versions a Redis server loads, by its own version (newest first).
@@ -377,6 +378,41 @@ def redis_files(client: Any, rdb_path: str | None) -> RedisFiles:
     return RedisFiles(directory=config["dir"], dbfilename=config["dbfilename"], aof_enabled=aof_enabled,
                       aof_dirname=config.get("appenddirname", "appendonlydir"),
                       aof_filename=config.get("appendfilename", "appendonly.aof"))
+
+
+def database_count_problem(client: Any, manifest: dict[str, Any]) -> str | None:
+    """Why Redis would refuse to load the snapshot for lack of databases (it refuses a file with keys in a
+    database beyond its ``databases`` setting), or None."""
+    highest = max((int(db) for db in manifest["databases"]), default=0)
+    try:
+        count = int(config_value(client, "databases"))
+    except ResponseError:
+        if highest < DEFAULT_DATABASES:
+            return None
+        return ("the snapshot holds keys in database %d, and the target's databases setting cannot be read (ACL "
+                "+config|get) to know whether it has that many" % highest)
+    if highest < count:
+        return None
+    return "the snapshot holds keys in database %d and the target has databases 0-%d" % (highest, count - 1)
+
+
+def unsaved_keys(client: Any, files: RedisFiles) -> int:
+    """Keys the target would lose if it stopped now: all of them when AOF is off and its RDB file is missing or
+    older than its data (a Redis without persistence, or one stopped without saving)."""
+    state = persistence(client)
+    held = sum(loaded_keys(client).values())
+    if not held or state.get("aof_enabled"):
+        return 0
+    if not state.get("rdb_changes_since_last_save") and os.path.exists(files.rdb_path):
+        return 0
+    return held
+
+
+def save_now(client: Any, timeout_s: float) -> None:
+    """BGSAVE and wait until it is done (Redis's own RDB file then holds the data)."""
+    deadline = time.monotonic() + timeout_s
+    started = start_bgsave(client, deadline)
+    wait_until(lambda: bgsave_finished(client, started), deadline, "Redis's BGSAVE")
 
 
 def _copy_bytes(source: BinaryIO, target: BinaryIO) -> None:

@@ -30,6 +30,8 @@ from ansible.module_utils.cutover_snapshot_logical import (
 
 SOCKET_NAME = "redis.sock"
 DEFAULT_BINARIES = ("/usr/bin/redis-server", "/usr/sbin/redis-server", "/usr/local/bin/redis-server")
+CHECK_RDB_BINARIES = ("/usr/bin/redis-check-rdb", "/usr/local/bin/redis-check-rdb")
+CHECK_RDB_ERROR_MARK = "--- RDB ERROR DETECTED ---"
 LOG_TAIL = 1500
 COPY_TTL_MS = 600_000
 
@@ -66,6 +68,14 @@ def find_redis_server(binary: str | None) -> str:
                         "redis-server there or give option redis_server_binary")
 
 
+def require_memory(needed: int) -> None:
+    """Refuse to start a scratch server the host has not the memory for."""
+    available = available_memory_bytes()
+    if available is not None and needed > available:
+        raise SnapshotError("a scratch redis-server would need about %d MiB and the host has %d MiB available"
+                            % (needed >> 20, available >> 20))
+
+
 def available_memory_bytes() -> int | None:
     try:
         with open("/proc/meminfo") as meminfo:
@@ -83,10 +93,7 @@ class ScratchServer:
 
     def __init__(self, binary: str, parent_dir: str | None, rdb_path: str | None = None, databases: int = 16,
                  memory_needed: int = 0, timeout_s: float = 3600):
-        available = available_memory_bytes()
-        if available is not None and memory_needed > available:
-            raise SnapshotError("a scratch redis-server would need about %d MiB and the host has %d MiB available"
-                                % (memory_needed >> 20, available >> 20))
+        require_memory(memory_needed)
         self.directory = tempfile.mkdtemp(prefix="cutover-scratch-", dir=parent_dir)
         os.chmod(self.directory, 0o700)
         self.socket = os.path.join(self.directory, SOCKET_NAME)
@@ -145,6 +152,68 @@ class ScratchServer:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Whether Redis can load an RDB file (whole_rdb, before Redis is stopped)
+
+def find_check_rdb() -> str | None:
+    """redis-check-rdb (redis-tools) on PATH or in its usual places, or None."""
+    found = shutil.which("redis-check-rdb")
+    for candidate in ((found,) if found else ()) + CHECK_RDB_BINARIES:
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def check_rdb_errors(output: bytes) -> str:
+    """What redis-check-rdb says is wrong (its lines after the error mark, without the [info] counts)."""
+    text = output.decode("utf-8", "replace")
+    lines = text.partition(CHECK_RDB_ERROR_MARK)[2].splitlines() or text.splitlines()[-3:]
+    return "; ".join(line.strip() for line in lines if line.strip() and not line.startswith("[info]"))[:LOG_TAIL]
+
+
+class RdbLoadCheck:
+    """Whether Redis can load an RDB file. redis-check-rdb (which checks the structure and the CRC-64 as Redis
+    loads it) starts at once, so it runs while the caller copies the file; without it, a scratch redis-server
+    loads the file when ``problem()`` is asked (it needs memory for the dataset)."""
+
+    def __init__(self, rdb_path: str, redis_server_binary: str | None, scratch_dir: str | None, databases: int,
+                 memory_needed: int, timeout_s: float):
+        self._rdb_path = rdb_path
+        self._scratch = (redis_server_binary, scratch_dir, databases, memory_needed)
+        self._timeout_s = timeout_s
+        checker = find_check_rdb()
+        self._process = None if checker is None else subprocess.Popen(
+            [checker, rdb_path], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def problem(self) -> str | None:
+        """None when the file loads, else what is wrong with it; SnapshotError when there is nothing to check with."""
+        if self._process is None:
+            binary, scratch_dir, databases, memory_needed = self._scratch
+            try:
+                server = find_redis_server(binary)
+            except SnapshotError as exc:
+                raise SnapshotError("redis-check-rdb (redis-tools) is not installed, and %s" % exc)
+            require_memory(memory_needed)
+            try:
+                with ScratchServer(server, scratch_dir, self._rdb_path, databases, memory_needed, self._timeout_s):
+                    return None
+            except SnapshotError as exc:
+                return str(exc)
+        try:
+            output, _ = self._process.communicate(timeout=self._timeout_s)
+        except subprocess.TimeoutExpired:
+            self.cancel()
+            return "redis-check-rdb did not finish within %d s" % self._timeout_s
+        if self._process.returncode == 0:
+            return None
+        return "redis-check-rdb: %s" % check_rdb_errors(output)
+
+    def cancel(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.communicate()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -232,6 +301,13 @@ class SourceFetcher:
         self._scripting = scripting and use_pexpiretime
         self._expiry_command = "PEXPIRETIME" if use_pexpiretime else "PTTL"
         self._clock = None if use_pexpiretime else clock
+
+    def present(self, keys: list[bytes]) -> list[bool]:
+        """Whether the source holds each key now."""
+        pipeline = self._client.pipeline(transaction=False)
+        for key in keys:
+            pipeline.execute_command(self._expiry_command, key)
+        return [int(expiry) != -2 for expiry in pipeline.execute()]
 
     def fetch(self, keys: list[bytes]) -> list[tuple[int, Any]]:
         """(expiry or -2 when gone, payload bytes / its size when big / None) per key."""
@@ -324,31 +400,48 @@ class Comparer:
             release_connection(self._scratch, connection, clean)
         return name
 
+    def _expired(self, expiry: int) -> bool:
+        """Whether a snapshot expiry has passed by now (read after the source was): a key the source no longer
+        holds then expired, it is no difference."""
+        return 0 <= expiry <= self._clock.now_ms() + self._result.ttl_tolerance_ms
+
+    def _value_verdict(self, key: bytes, source_payload: Any, expiry: int) -> str | None:
+        """None when the source's value equals the snapshot's, else the reason ("expired" when either side's copy
+        expired meanwhile)."""
+        copy = self._copy_to_scratch(key, source_payload, expiry != -1)
+        if copy is None:
+            return "expired" if self._expired(expiry) else "missing_in_source"
+        try:
+            equal = same_value(self._scratch, key, copy)
+        finally:
+            self._scratch.delete(copy)
+        if equal:
+            return None
+        return "value" if self._scratch.exists(key) else "expired"
+
     def compare_page(self, keys: list[bytes], expiries: list[int], payloads: list[Any]) -> None:
         result = self._result
-        now_ms = self._clock.now_ms()
-        for key, expiry, payload, (source_expiry, source_payload) in zip(keys, expiries, payloads,
-                                                                        self._fetcher.fetch(keys)):
+        fetched = self._fetcher.fetch(keys)
+        for key, expiry, payload, (source_expiry, source_payload) in zip(keys, expiries, payloads, fetched):
             result.compared += 1
             if expiry == FETCH_ALONE:  # a big value: its expiry was not read with the page
                 expiry = int(self._scratch.execute_command("PEXPIRETIME", key))
+            if expiry == -2:  # expired in the scratch server since the page was read
+                result.expired += 1
+                continue
             if source_expiry == -2:
-                if 0 <= expiry <= now_ms + result.ttl_tolerance_ms:
+                if self._expired(expiry):
                     result.expired += 1
                 else:
                     result.differ(key, "missing_in_source")
                 continue
             if not (isinstance(payload, bytes) and payload == source_payload):
-                copy = self._copy_to_scratch(key, source_payload, expiry != -1)
-                if copy is None:
-                    result.differ(key, "missing_in_source")
+                verdict = self._value_verdict(key, source_payload, expiry)
+                if verdict == "expired":
+                    result.expired += 1
                     continue
-                try:
-                    equal = same_value(self._scratch, key, copy)
-                finally:
-                    self._scratch.delete(copy)
-                if not equal:
-                    result.differ(key, "value")
+                if verdict:
+                    result.differ(key, verdict)
                     continue
             if (expiry == -1) != (source_expiry == -1) or abs(expiry - source_expiry) > result.ttl_tolerance_ms:
                 result.differ(key, "ttl")
@@ -367,16 +460,22 @@ class Comparer:
                     pipeline = self._scratch.pipeline(transaction=False)
                     for key in own:
                         pipeline.exists(key)
-                    for key, present in zip(own, pipeline.execute()):
-                        if not present:
+                    absent = [key for key, present in zip(own, pipeline.execute()) if not present]
+                    # A snapshot key that expired in the scratch server since SCAN saw it has expired in the source
+                    # by now too: only keys the source still holds were written since.
+                    for key, present in zip(absent, self._fetcher.present(absent) if absent else []):
+                        if present:
                             self._result.differ(key, "extra_in_source")
                 if int(cursor) == 0:
                     break
 
 
-def compare_snapshot(source: Any, scratch: Any, patterns: list[str], batch_size: int, comparison: Comparison,
-                     scripting: bool, use_pexpiretime: bool, clock: Any, source_big: Any) -> Comparison:
-    """Walk every snapshot key in the scratch server (per namespace) and compare it with the source."""
+def compare_snapshot(source: Any, scratch: Any, patterns: list[str], snapshot_keys: int, batch_size: int,
+                     comparison: Comparison, scripting: bool, use_pexpiretime: bool, clock: Any,
+                     source_big: Any) -> Comparison:
+    """Walk every snapshot key in the scratch server (per namespace) and compare it with the source. Of the
+    ``snapshot_keys`` the snapshot holds in the namespaces, those the scratch server no longer has expired (it
+    drops them on loading, or once their time comes)."""
     capture = LuaCapture(scratch, use_pexpiretime=True)
     comparer = Comparer(source, scratch, SourceFetcher(source, scripting, use_pexpiretime, clock), source_big,
                         comparison, clock)
@@ -392,6 +491,7 @@ def compare_snapshot(source: Any, scratch: Any, patterns: list[str], batch_size:
     finally:
         capture.close()
     comparer.count_extra(patterns, batch_size)
+    comparison.expired += max(0, snapshot_keys - comparison.compared)
     return comparison
 
 

@@ -34,7 +34,7 @@ from ansible.module_utils.cutover_snapshot import (
     SnapshotWriter,
 )
 
-COUNTS = ("restored", "kept_existing", "expired", "deleted", "missing_before")
+COUNTS = ("restored", "kept_existing", "expired", "deleted", "missing_before", "kept_streams")
 
 
 def take_snapshot(server: RedisServer, dest: Path, namespaces: list[str], snapshot_id: str = "run1") -> Path:
@@ -73,17 +73,23 @@ def move_target_on(client: redis.Redis) -> None:
 
 
 EXPECTED = {
-    "missing_only": ({"restored": 2, "kept_existing": 4, "expired": 0, "deleted": 0, "missing_before": 2},
+    "missing_only": ({"restored": 2, "kept_existing": 4, "expired": 0, "deleted": 0, "missing_before": 2,
+                      "kept_streams": 0},
                      {b"a:1": b"newer-a1", b"a:2": b"snap-a2", b"a:9": b"extra-a9"}),
-    "overwrite": ({"restored": 6, "kept_existing": 0, "expired": 0, "deleted": 0, "missing_before": 2},
+    "overwrite": ({"restored": 6, "kept_existing": 0, "expired": 0, "deleted": 0, "missing_before": 2,
+                   "kept_streams": 0},
                   {b"a:1": b"snap-a1", b"a:2": b"snap-a2", b"a:9": b"extra-a9"}),
-    "replace_all": ({"restored": 6, "kept_existing": 0, "expired": 0, "deleted": 1, "missing_before": 2},
+    "replace_all": ({"restored": 6, "kept_existing": 0, "expired": 0, "deleted": 1, "missing_before": 2,
+                     "kept_streams": 0},
                     {b"a:1": b"snap-a1", b"a:2": b"snap-a2", b"a:9": None}),
+    "revert": ({"restored": 6, "kept_existing": 0, "expired": 0, "deleted": 1, "missing_before": 2,
+                "kept_streams": 0},
+               {b"a:1": b"snap-a1", b"a:2": b"snap-a2", b"a:9": None}),
 }
 
 
 @pytest.mark.parametrize("user", ["default", "noscript"])
-@pytest.mark.parametrize("policy", ["missing_only", "overwrite", "replace_all"])
+@pytest.mark.parametrize("policy", ["missing_only", "overwrite", "replace_all", "revert"])
 def test_policy_semantics_on_a_target_that_moved_on(redis_server, tmp_path, policy, user):
     client = redis_server.client()
     seed_source(client)
@@ -267,7 +273,7 @@ def test_damaged_or_foreign_snapshots_are_refused_and_redis_is_untouched(redis_s
     assert logical_state(client) == before
 
 
-def test_redis_refusing_a_payload_stops_with_the_counts_so_far(redis_server, tmp_path):
+def test_redis_refusing_a_restore_stops_with_the_counts_so_far(redis_server, tmp_path):
     client = redis_server.client()
     client.set("tts:good", "v")
     good_payload = client.dump("tts:good")
@@ -276,15 +282,18 @@ def test_redis_refusing_a_payload_stops_with_the_counts_so_far(redis_server, tmp
     src.mkdir()
     writer = SnapshotWriter(str(src / DATA_FILE_NAME), "forged", "logical", "2026-11-25T22:21:14.123Z", ["tts:*"])
     writer.add_batch(0, [b"tts:1", b"tts:2", b"tts:3"], [-1, -1, -1], [good_payload, good_payload, good_payload])
-    writer.add_batch(0, [b"tts:bad"], [-1], [good_payload[:-1] + bytes([good_payload[-1] ^ 1])])
+    writer.add_batch(0, [b"tts:x"], [-1], [good_payload])
     size, sha256 = writer.finish()
     (src / MANIFEST_FILE_NAME).write_text(json.dumps({
         "format": MANIFEST_FORMAT, "format_version": FORMAT_VERSION, "snapshot_id": "forged", "mode": "logical",
         "created_at": "2026-11-25T22:21:14.123Z", "namespaces": {"tts:*": 4}, "keys": 4,
         "data_file": DATA_FILE_NAME, "bytes": size, "sha256": sha256}))
+    # A Redis user that may write tts:1..tts:9 only: the fourth RESTORE is refused mid-way.
+    client.execute_command("ACL", "SETUSER", "digits", "reset", "on", ">pw", "resetchannels", "-@all", "+ping",
+                           "+info", "+client|setname", "+time", "+exists", "+restore", "~tts:[0-9]")
 
-    with pytest.raises(ModuleFailed, match="restore into .* stopped: .*payload version or checksum are wrong") as failure:
-        restore(redis_server.options, src, batch_size=2)
+    with pytest.raises(ModuleFailed, match="restore into .* stopped: .*(NOPERM|No permissions)") as failure:
+        restore(dict(redis_server.options, user="digits", password="pw"), src, batch_size=2)
 
     assert failure.value.result["restored"] == 3
     assert sorted(client.keys()) == [b"tts:1", b"tts:2", b"tts:3"]
@@ -300,7 +309,7 @@ def test_diff_reports_counts_never_keys_or_values(redis_server, tmp_path):
     result = restore(redis_server.options, src, diff=True, policy="replace_all")
 
     assert result["diff"]["before"] == {"a:*": {"missing_snapshot_keys": 2}, "b:*": {"missing_snapshot_keys": 1}}
-    assert result["diff"]["after"]["a:*"] == {"restored": 6, "kept_existing": 0, "deleted": 1}
+    assert result["diff"]["after"]["a:*"] == {"restored": 6, "kept_existing": 0, "kept_streams": 0, "deleted": 1}
     text = json.dumps(result["diff"])
     assert "snap-" not in text and "a:1" not in text and "extra" not in text
 

@@ -34,7 +34,32 @@ from ansible.module_utils.cutover_snapshot import (
 )
 
 CREATED_AT = "2026-11-25T22:21:14.123Z"
-BIG_PAYLOAD = os.urandom(READ_CHUNK * 2 + 17)
+
+
+def _crc64_table() -> list[int]:
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x95AC9329AC4BC9B5 if crc & 1 else 0)
+        table.append(crc)
+    return table
+
+
+CRC64_TABLE = _crc64_table()
+
+
+def dump_payload(body: bytes, rdb_version: int = 10) -> bytes:
+    """``body`` framed as a DUMP payload: RDB version and Redis's CRC-64 (a plain table loop, the reference)."""
+    framed = body + rdb_version.to_bytes(2, "little")
+    crc = 0
+    for byte in framed:
+        crc = CRC64_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return framed + crc.to_bytes(8, "little")
+
+
+BIG_PAYLOAD = dump_payload(os.urandom(READ_CHUNK * 2 + 17))
+PAYLOAD_1, EMPTY_PAYLOAD, PAYLOAD_3 = dump_payload(b"payload-1"), dump_payload(b""), dump_payload(b"p3", 9)
 
 
 def write_snapshot(directory: Path, batches: list[tuple[int, list[bytes], list[int], list[bytes]]],
@@ -53,9 +78,9 @@ def write_snapshot(directory: Path, batches: list[tuple[int, list[bytes], list[i
 
 
 SAMPLE = [
-    (0, [b"tts:1", b"tts:\x00\xff"], [-1, 1_790_000_000_000], [b"payload-1", b""]),
+    (0, [b"tts:1", b"tts:\x00\xff"], [-1, 1_790_000_000_000], [PAYLOAD_1, EMPTY_PAYLOAD]),
     (1, [b"ai:big"], [-1], [BIG_PAYLOAD]),
-    (0, [b"tts:3"], [1_790_000_000_123], [b"p3"]),
+    (0, [b"tts:3"], [1_790_000_000_123], [PAYLOAD_3]),
 ]
 
 
@@ -74,8 +99,8 @@ def test_records_round_trip_through_writer_and_reader(tmp_path):
 
     reader, records = read_all(path)
 
-    assert records == [(0, b"tts:1", -1, b"payload-1"), (0, b"tts:\x00\xff", 1_790_000_000_000, b""),
-                       (1, b"ai:big", -1, BIG_PAYLOAD), (0, b"tts:3", 1_790_000_000_123, b"p3")]
+    assert records == [(0, b"tts:1", -1, PAYLOAD_1), (0, b"tts:\x00\xff", 1_790_000_000_000, EMPTY_PAYLOAD),
+                       (1, b"ai:big", -1, BIG_PAYLOAD), (0, b"tts:3", 1_790_000_000_123, PAYLOAD_3)]
     assert reader.namespaces == ["tts:*", "ai:*"] and reader.counts == [3, 1] and reader.total == 4
     assert reader.meta == {"snapshot_id": "run1", "mode": "logical", "created_at": CREATED_AT,
                            "namespaces": ["tts:*", "ai:*"]}
@@ -83,7 +108,21 @@ def test_records_round_trip_through_writer_and_reader(tmp_path):
     assert reader.sha256 == hashlib.sha256(data).hexdigest() == manifest["sha256"]
     assert reader.bytes == len(data) == manifest["bytes"]
     assert data.startswith(MAGIC) and stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert verify_snapshot(str(tmp_path))[0] == manifest
+    manifest_read, checked = verify_snapshot(str(tmp_path))
+    assert manifest_read == manifest and checked.newest_payload == (10, b"tts:1")
+
+
+@pytest.mark.parametrize("victim, damage", [(b"tts:3", lambda payload: payload[:-1] + bytes([payload[-1] ^ 1])),
+                                            (b"ai:big", lambda payload: payload[:99] + b"?" + payload[100:]),
+                                            (b"tts:1", lambda payload: payload[:2])])
+def test_verify_refuses_a_payload_that_fails_its_crc64_naming_its_key(tmp_path, victim, damage):
+    batches = [(index, keys, expiries, [damage(payload) if key == victim else payload
+                                        for key, payload in zip(keys, payloads)])
+               for index, keys, expiries, payloads in SAMPLE]
+    write_snapshot(tmp_path, batches)
+
+    with pytest.raises(SnapshotError, match="is damaged: the payload of key %r .* fails its CRC-64 check" % victim):
+        verify_snapshot(str(tmp_path))
 
 
 def test_batches_hold_one_namespace_up_to_batch_size_and_count_unselected_records(tmp_path):
