@@ -63,7 +63,7 @@ options:
     description: On the Redis host, the registered result of cutover_redis_snapshot in check mode.
     type: dict
   validator:
-    description: On the validator's host, the registered result of cutover_validator (C(rc), C(stdout_lines),
+    description: On the validator's host, the registered result of cutover_validator (C(exit_code), C(stdout_lines),
       C(stderr_lines), C(controls)); each negative control the validator accepted is a failed
       C(validator_negative/<name>) check.
     type: dict
@@ -164,12 +164,12 @@ def validator_check(result: dict[str, Any] | None, release: str) -> list[Check]:
     """The validator must accept the real configs (dry run) and refuse each config broken on purpose."""
     if result is None:
         return []
-    if result.get("rc") == 0:
+    if result.get("exit_code") == 0:
         checks = [check("validator/%s" % release, True, "config validator of %s passed (dry run)" % release)]
     else:
         tail = (result.get("stdout_lines") or [])[-3:] + (result.get("stderr_lines") or [])[-3:]
         checks = [check("validator/%s" % release, False, "config validator of %s failed (rc %s): %s"
-                        % (release, result.get("rc"), " / ".join(tail) or result.get("msg", "")))]
+                        % (release, result.get("exit_code"), " / ".join(tail) or result.get("msg", "")))]
     for control in result.get("controls") or []:
         checks.append(check("validator_negative/%s" % control["name"], control["refused"],
                             "the validator of %s refused the config broken by %s" % (release, control["name"])

@@ -85,6 +85,14 @@ options:
       - A key belongs to the first pattern of the snapshot that matches it, for C(replace_all) too.
     type: list
     elements: str
+  policies:
+    description:
+      - Per namespace, a policy that replaces O(policy) for that pattern - one of C(missing_only), C(overwrite),
+        C(replace_all) and C(revert) - for example C(revert) for the caches a rolled-back release must read and
+        C(missing_only) for the counters beside them. Each pattern must be one of the restored namespaces.
+      - Namespaces of the same policy are restored together, one policy after the other; the result's
+        RV(policies) says which policy each pattern got. Not used by C(whole_rdb) and C(none).
+    type: dict
   batch_size:
     description: Records per round trip (1 to 100000).
     type: int
@@ -240,6 +248,11 @@ kept_existing:
   returned: always
   type: int
   sample: 14880
+policies:
+  description: The policy each restored pattern got (O(policy), or its entry in O(policies)).
+  returned: when data was restored per namespace
+  type: dict
+  sample: {"ai:*": "revert", "monitoring:*": "missing_only"}
 kept_streams:
   description: Keys left as they were because they hold a stream now (C(revert) only) - snapshot keys and keys
     created since.
@@ -337,6 +350,7 @@ from ansible.module_utils.cutover_snapshot import (
     verify_snapshot,
 )
 from ansible.module_utils.cutover_snapshot_logical import (
+    COUNT_NAMES,
     ExistenceCounter,
     LuaCapture,
     PipelineRestorer,
@@ -371,6 +385,7 @@ from ansible.module_utils.cutover_snapshot_scratch import (
 
 MAX_BATCH_SIZE = 100000
 DELETING_POLICIES = ("replace_all", "revert")
+NAMESPACE_POLICIES = ("missing_only", "overwrite", "replace_all", "revert")
 MIB = 1024 * 1024
 STAGING_MARGIN = 64 * MIB
 
@@ -388,6 +403,7 @@ def build_argument_spec() -> dict[str, Any]:
             "same_server": {"type": "bool", "default": False},
         }},
         namespaces={"type": "list", "elements": "str"},
+        policies={"type": "dict"},
         batch_size={"type": "int", "default": 1000},
         stop_command={"type": "list", "elements": "str"},
         start_command={"type": "list", "elements": "str"},
@@ -420,6 +436,11 @@ def option_problems(params: dict[str, Any]) -> list[str]:
                                 "redis-server])" % (name, name.split("_")[0] + "s", name.split("_")[0]))
         if params["namespaces"] is not None:
             problems.append("namespaces does not apply to policy whole_rdb, which restores the whole server")
+    if params["policies"] and params["policy"] in ("whole_rdb", "none"):
+        problems.append("policies does not apply to policy %s" % params["policy"])
+    for pattern, policy in (params["policies"] or {}).items():
+        if policy not in NAMESPACE_POLICIES:
+            problems.append("policies[%r] must be one of %s, got %r" % (pattern, ", ".join(NAMESPACE_POLICIES), policy))
     else:
         for name in ("stop_command", "start_command", "rdb_path"):
             if params[name]:
@@ -442,6 +463,19 @@ def selected_patterns(requested: list[str] | None, available: list[str]) -> tupl
     if len(set(requested)) != len(requested):
         return [], "namespaces lists a pattern more than once"
     return list(requested), None
+
+
+def policy_groups(params: dict[str, Any], selected: list[str]) -> tuple[dict[str, list[str]], str | None]:
+    """policy -> the selected patterns restored with it, or a message naming a policies entry not restored."""
+    chosen = params["policies"] or {}
+    strangers = [pattern for pattern in chosen if pattern not in selected]
+    if strangers:
+        return {}, ("policies names %s, which this restore does not restore (restored: %s)"
+                    % (", ".join(map(repr, strangers)), ", ".join(map(repr, selected))))
+    groups: dict[str, list[str]] = {}
+    for pattern in selected:
+        groups.setdefault(chosen.get(pattern, params["policy"]), []).append(pattern)
+    return groups, None
 
 
 def refuse(module: AnsibleModule, problem: Any, restarted: bool = False) -> None:
@@ -610,6 +644,29 @@ def run_restore(module: AnsibleModule, client: Any, manifest: dict[str, Any], pa
                                 manifest.get("redis_version")),
                          **restore_result(module, manifest, tally))
     return restore_result(module, manifest, tally)
+
+
+def restore_by_policy(module: AnsibleModule, client: Any, manifest: dict[str, Any], patterns: list[str],
+                      groups: dict[str, list[str]]) -> dict[str, Any]:
+    """Restore each group of namespaces with its policy; one result for them all, policy being O(policy)."""
+    params = module.params
+    base_policy = params["policy"]
+    results = []
+    for policy, selected in groups.items():
+        params["policy"] = policy
+        results.append(run_restore(module, client, manifest, patterns, selected))
+    params["policy"] = base_policy
+    if len(results) == 1 and not params["policies"]:
+        return results[0]
+    merged = dict(results[0], policy=base_policy, changed=any(result["changed"] for result in results),
+                  namespaces={pattern: counts for result in results for pattern, counts in result["namespaces"].items()},
+                  policies={pattern: policy for policy, selected in groups.items() for pattern in selected})
+    for name in COUNT_NAMES:
+        merged[name] = sum(result[name] for result in results)
+    if module._diff:
+        merged["diff"] = {side: {pattern: counts for result in results for pattern, counts in result["diff"][side].items()}
+                          for side in ("before", "after")}
+    return merged
 
 
 def restore_result(module: AnsibleModule, manifest: dict[str, Any], tally: Tally) -> dict[str, Any]:
@@ -802,8 +859,10 @@ def describe_restore(result: dict[str, Any]) -> str:
     text = "%s from snapshot %s: %s restored, %s newer kept, %s expired, %s deleted" % (
         result["policy"], result["snapshot"]["id"], result["restored"], result["kept_existing"], result["expired"],
         result["deleted"])
-    if result["policy"] == "revert":
+    if result["policy"] == "revert" or "revert" in result.get("policies", {}).values():
         text += ", %s streams kept" % result["kept_streams"]
+    if result.get("policies"):
+        text += " (%s)" % ", ".join("%s %s" % item for item in sorted(result["policies"].items()))
     return text
 
 
@@ -845,8 +904,9 @@ def main() -> None:
         refuse(module, "policy whole_rdb restores the RDB of an rdb or replica snapshot; snapshot %s is mode %s - "
                        "use missing_only, overwrite or replace_all" % (manifest["snapshot_id"], manifest["mode"]))
     selected, problem = selected_patterns(params["namespaces"], patterns)
-    if problem:
-        module.fail_json(msg=problem)
+    groups, policies_problem = policy_groups(params, selected) if not whole else ({}, None)
+    if problem or policies_problem:
+        module.fail_json(msg=problem or policies_problem)
     restarted = restart_if_needed(module)
     client = connect_or_fail(module, params["redis"])
     try:
@@ -863,7 +923,7 @@ def main() -> None:
         newest, key = checked.newest_payload
         refuse(module, "the payload of key %r is RDB version %d and the target runs Redis %s, which loads RDB versions "
                        "up to %d" % (key[:200], newest, version[0], loadable_rdb_version(version[1])), restarted[0])
-    finish(module, run_restore(module, client, manifest, patterns, selected), restarted, started_at)
+    finish(module, restore_by_policy(module, client, manifest, patterns, groups), restarted, started_at)
 
 
 if __name__ == "__main__":

@@ -63,8 +63,10 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-rc:
-  description: Exit code of the run over the real configs.
+exit_code:
+  description:
+    - Exit code of the run over the real configs (not C(rc), which Ansible would take for the task's own failure -
+      a validator refusing the configs is a finding for M(cutover_preflight), not an error of this module).
   returned: always
   type: int
 stdout_lines:
@@ -101,10 +103,10 @@ def run(argv: list[str], chdir: str | None, timeout: float) -> dict[str, Any]:
     try:
         done = subprocess.run(argv, cwd=chdir, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
-        return {"rc": -1, "stdout_lines": [], "stderr_lines": ["timed out after %g s" % timeout]}
+        return {"exit_code": -1, "stdout_lines": [], "stderr_lines": ["timed out after %g s" % timeout]}
     except OSError as exc:
-        return {"rc": -1, "stdout_lines": [], "stderr_lines": [str(exc)]}
-    return {"rc": done.returncode, "stdout_lines": done.stdout.splitlines()[-TAIL:],
+        return {"exit_code": -1, "stdout_lines": [], "stderr_lines": [str(exc)]}
+    return {"exit_code": done.returncode, "stdout_lines": done.stdout.splitlines()[-TAIL:],
             "stderr_lines": done.stderr.splitlines()[-TAIL:]}
 
 
@@ -144,7 +146,7 @@ def run_controls(params: dict[str, Any], config: dict[str, Any]) -> list[dict[st
             with open(path, "w", encoding="utf-8") as handle:
                 json.dump(broken_copy(config, control["set"]), handle)
             done = run(params["argv"] + kept_args + [params["config_arg"] + path], params["chdir"], params["timeout"])
-            results.append({"name": control["name"], "refused": done["rc"] != 0, "rc": done["rc"],
+            results.append({"name": control["name"], "refused": done["exit_code"] != 0, "rc": done["exit_code"],
                             "output": (done["stdout_lines"] + done["stderr_lines"])[-3:]})
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -98,8 +98,9 @@ EVENTS: dict[str, dict[str, Field]] = {
     },
     "component.started": {
         "service": Field(STR, "systemd unit / supervisor program"),
-        "pid": Field((int, type(None)), "process now serving"),
+        "pid": Field((int, type(None)), "process now serving (the process manager's; a reload keeps the master's)"),
         "ready_s": Field(NUMBER, "seconds from start to a healthy answer"),
+        "worker_pid": optional(INT, "reload: the new worker the master started"),
     },
     "probe.result": {
         "probe": Field(STR, "probe name"),

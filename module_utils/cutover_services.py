@@ -1,11 +1,13 @@
 # -*- coding: utf-8 -*-
 # The process manager of a host's components (supervisord over its XML-RPC socket, or systemd through systemctl)
 # driven for several services at once: stop them together and wait until their processes are gone, start them
-# together and wait until each answers its health check. Stdlib only: runs on every managed host.
+# together and wait until each answers its health check, or reload them (SIGHUP to a master that replaces its
+# worker) and wait until a new worker answers and the old one is gone. Stdlib only: runs on every managed host.
 from __future__ import annotations
 
 import configparser
 import http.client
+import json
 import os
 import socket
 import subprocess
@@ -33,6 +35,7 @@ def service_manager_argument_spec() -> dict[str, dict[str, Any]]:
     return {name: dict(spec) for name, spec in SERVICE_MANAGER_SPEC.items()}
 POLL_S = 0.05
 HEALTH_HEADERS = {"X-Cutover-Probe": "1"}
+RELOAD_SIGNAL = "HUP"
 
 
 class ServiceError(Exception):
@@ -126,9 +129,9 @@ class Supervisor:
         state = self._infos([service])[service]["statename"]
         return True if state == "RUNNING" else None if state in ("FATAL", "EXITED", "STOPPED") else False
 
-    def _multicall(self, method: str, services: list[str], tolerated: tuple[str, ...]) -> None:
+    def _multicall(self, method: str, services: list[str], tolerated: tuple[str, ...], argument: Any = False) -> None:
         answers = self._call("%s %s" % (method, ", ".join(services)), lambda: self._rpc.system.multicall(
-            [{"methodName": method, "params": [service, False]} for service in services]))
+            [{"methodName": method, "params": [service, argument]} for service in services]))
         for service, answer in zip(services, answers):
             if isinstance(answer, dict) and "faultString" in answer and \
                     not any(name in answer["faultString"] for name in tolerated):
@@ -140,6 +143,10 @@ class Supervisor:
 
     def start(self, services: list[str]) -> None:
         self._multicall("supervisor.startProcess", services, ("ALREADY_STARTED",))
+
+    def reload(self, services: list[str]) -> None:
+        """Send each service's process the reload signal (SIGHUP), as ``supervisorctl signal HUP`` does."""
+        self._multicall("supervisor.signalProcess", services, (), RELOAD_SIGNAL)
 
     def log_tail(self, service: str) -> str:
         try:
@@ -182,6 +189,10 @@ class Systemd:
     def start(self, services: list[str]) -> None:
         self._run(["start", "--no-block"] + services)
 
+    def reload(self, services: list[str]) -> None:
+        """Run each unit's ExecReload (e.g. ``kill -HUP $MAINPID``)."""
+        self._run(["reload", "--no-block"] + services)
+
     def log_tail(self, service: str) -> str:
         return ""
 
@@ -218,13 +229,23 @@ def stop_services(handle: Supervisor | Systemd, services: list[str], timeout: fl
 
 
 def health_answer(url: str, timeout: float) -> int | None:
+    return health_reading(url, timeout)[0]
+
+
+def health_reading(url: str, timeout: float) -> tuple[int | None, int | None]:
+    """(HTTP status, ``pid`` of the JSON body) of a health URL; None for what it did not tell."""
     try:
         with urlopen(Request(url, headers=HEALTH_HEADERS), timeout=timeout) as response:
-            return response.status
+            status, body = response.status, response.read()
     except HTTPError as exc:
-        return exc.code
+        status, body = exc.code, exc.read()
     except (URLError, OSError, http.client.HTTPException):
-        return None
+        return None, None
+    try:
+        pid = json.loads(body).get("pid")
+    except (ValueError, AttributeError):
+        pid = None
+    return status, pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else None
 
 
 def wait_healthy(url: str, deadline: float) -> float | None:
@@ -276,10 +297,70 @@ def start_services(handle: Supervisor | Systemd, health_urls: dict[str, str | No
     return {service: {"pid": pids[service], "ready_s": ready[service]} for service in services}
 
 
-def silent_message(handle: Supervisor | Systemd, service: str, url: str | None, timeout: float) -> str:
+def worker_pids(health_urls: dict[str, str], timeout: float = 5.0) -> dict[str, int]:
+    """service -> pid of the worker answering its health URL; ServiceError naming those that tell none."""
+    readings = {service: health_reading(url, timeout) for service, url in health_urls.items()}
+    silent = ["%s: %s %s" % (service, health_urls[service],
+                             "did not answer" if status is None else "answered HTTP %d without a pid" % status)
+              for service, (status, pid) in readings.items() if pid is None]
+    if silent:
+        raise ServiceError("cannot reload without the serving worker's pid (%s)" % "; ".join(silent))
+    return {service: pid for service, (_, pid) in readings.items() if pid is not None}
+
+
+def reload_services(handle: Supervisor | Systemd, health_urls: dict[str, str], timeout: float
+                    ) -> dict[str, dict[str, Any]]:
+    """Send every service the reload signal at once, then wait (concurrently) until each health URL answers 200
+    from another worker and the old worker is gone.
+
+    service -> {pid_before, pid, ready_s} (worker pids; ready_s until the new worker answered 200); raises
+    ServiceError naming the services whose new worker did not take over, with their log tail.
+    """
+    services = list(health_urls)
+    old = worker_pids(health_urls)
+    handle.reload(services)
+    deadline = time.monotonic() + timeout
+
+    def took_over(service: str) -> dict[str, Any]:
+        return wait_new_worker(health_urls[service], old[service], deadline)
+
+    with ThreadPoolExecutor(max_workers=max(len(services), 1)) as pool:
+        outcomes = dict(zip(services, pool.map(took_over, services)))
+    late = [service for service in services if outcomes[service]["problem"]]
+    if late:
+        raise ServiceError("; ".join("%s %s within %g s after the reload signal%s" % (
+            service, outcomes[service]["problem"], timeout, log_note(handle, service)) for service in late))
+    return {service: {"pid_before": old[service], "pid": outcomes[service]["pid"],
+                      "ready_s": outcomes[service]["ready_s"]} for service in services}
+
+
+def wait_new_worker(url: str, old_pid: int, deadline: float) -> dict[str, Any]:
+    """Wait until url answers 200 from a pid other than old_pid and old_pid is gone: {pid, ready_s, problem}."""
+    started = time.monotonic()
+    new_pid, ready_s = None, None
+    while True:
+        if new_pid is None:
+            status, pid = health_reading(url, timeout=min(5.0, max(deadline - time.monotonic(), 0.2)))
+            if status == 200 and pid is not None and pid != old_pid:
+                new_pid, ready_s = pid, round(time.monotonic() - started, 3)
+        if new_pid is not None and process_gone(old_pid):
+            return {"pid": new_pid, "ready_s": ready_s, "problem": None}
+        if time.monotonic() > deadline:
+            problem = ("still answers %s from worker %d: no new worker took over" % (url, old_pid)
+                       if new_pid is None else "has worker %d serving, but the old worker %d still runs"
+                       % (new_pid, old_pid))
+            return {"pid": new_pid, "ready_s": ready_s, "problem": problem}
+        time.sleep(POLL_S)
+
+
+def log_note(handle: Supervisor | Systemd, service: str) -> str:
     tail = handle.log_tail(service)
+    return " (last log lines: %s)" % tail if tail else ""
+
+
+def silent_message(handle: Supervisor | Systemd, service: str, url: str | None, timeout: float) -> str:
     what = "did not answer %s within %g s" % (url, timeout) if url else "did not come up"
-    return "%s %s%s" % (service, what, " (last log lines: %s)" % tail if tail else "")
+    return "%s %s%s" % (service, what, log_note(handle, service))
 
 
 def maintenance_path(app_root: str, component: str) -> str:

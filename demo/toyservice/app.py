@@ -1,4 +1,8 @@
-"""The runtime around one component: routing, /healthz, maintenance flag, heartbeats, graceful shutdown."""
+"""The runtime around one component: routing, /healthz, maintenance flag, heartbeats, graceful shutdown.
+
+``service.py --config FILE`` runs the master (toyservice.master), which binds the port and starts
+``service.py --config FILE --worker --listen-fd N --control-fd M``: the worker serves the component.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +11,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -15,6 +20,7 @@ from toyservice.components.base import Component
 from toyservice.config import ConfigError, ServiceConfig, load_config
 from toyservice.events import KIND_METRIC
 from toyservice.http import HttpError, HttpServer, Request, Response, json_response
+from toyservice.master import EXIT_LISTEN, ListenError, run_master, worker_command
 from toyservice.release import read_release
 from toyservice.stores.base import Store, StoreError
 
@@ -24,11 +30,6 @@ PROBE_HEADER = "x-cutover-probe"
 HEALTH_PING_TIMEOUT_S = 2.0
 EXIT_CONFIG = 2
 EXIT_CLIENT_MISSING = 3
-EXIT_LISTEN = 4
-
-
-class ListenError(Exception):
-    """The HTTP port could not be bound."""
 
 
 class Service:
@@ -42,6 +43,7 @@ class Service:
         self.routes = self.component.routes()
         self.started = time.monotonic()
         self.requests_total = 0
+        self.master_pid = os.getppid()
 
     def in_maintenance(self) -> bool:
         return self.config.maintenance_file.exists()
@@ -84,6 +86,7 @@ class Service:
             "redis": redis_state,
             "pool": self.store.pool_stats(),
             "pid": os.getpid(),
+            "master_pid": self.master_pid,
             "uptime_s": round(time.monotonic() - self.started, 3),
         }
         return json_response(body, 503 if status == "degraded" else 200)
@@ -96,25 +99,25 @@ class Service:
             except StoreError as exc:
                 log.warning("heartbeat not written: %s", exc)
 
-    async def run(self) -> None:
-        """Serve until SIGTERM/SIGINT, then stop accepting, finish requests in flight and close the pool."""
+    async def run(self, listener: socket.socket, control: socket.socket) -> None:
+        """Serve on the master's listener until SIGTERM/SIGINT or until the master is gone, then stop accepting,
+        finish requests in flight and close the pool. Reports ``serving <pid>`` on ``control`` once it accepts."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
+        control.setblocking(False)
+        loop.add_reader(control.fileno(), self.watch_master, control, stop)
         server = HttpServer(self.dispatch)
         await self.store.open()
         try:
-            try:
-                await server.start(self.config.listen_host, self.config.listen_port)
-            except OSError as exc:
-                raise ListenError("cannot listen on %s:%d: %s" % (
-                    self.config.listen_host, self.config.listen_port, exc.strerror or exc)) from None
             await self.component.start()
+            server.start(listener)
             heartbeat = asyncio.create_task(self.heartbeat_forever())
-            log.info("%s release %s on %s:%d, %s %s, config %s", self.config.component, self.release,
-                     self.config.listen_host, self.config.listen_port, self.store.client_label,
-                     self.store.client_version, self.config.summary())
+            log.info("%s release %s on %s:%d (worker %d of master %d), %s %s, config %s", self.config.component,
+                     self.release, self.config.listen_host, self.config.listen_port, os.getpid(), self.master_pid,
+                     self.store.client_label, self.store.client_version, self.config.summary())
+            await loop.sock_sendall(control, b"serving %d\n" % os.getpid())
             await stop.wait()
             log.info("signal received, shutting down")
             heartbeat.cancel()
@@ -125,15 +128,36 @@ class Service:
         finally:
             await self.store.close()
 
+    @staticmethod
+    def watch_master(control: socket.socket, stop: asyncio.Event) -> None:
+        """The master's end of the control pair closed: it is gone (killed), so stop as on SIGTERM."""
+        try:
+            if control.recv(64):
+                return
+        except BlockingIOError:
+            return
+        except OSError:
+            pass
+        asyncio.get_running_loop().remove_reader(control.fileno())
+        if not stop.is_set():
+            log.warning("the master is gone: shutting down")
+            stop.set()
+
 
 def run_component(component_cls: type[Component], store_cls: type[Store], release_dir: Path,
                   argv: list[str] | None = None) -> int:
-    """Entry point of every service.py: returns the process exit code."""
+    """Entry point of every service.py: runs the master, or with --worker the component; the exit code."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+                        format="%(asctime)s %(name)s %(process)d %(levelname)s %(message)s")
     parser = argparse.ArgumentParser(description="Run the %s component." % component_cls.name)
     parser.add_argument("--config", required=True, help="component config file (JSON)")
+    parser.add_argument("--worker", action="store_true",
+                        help="run the component itself on the master's socket (the master starts workers)")
+    parser.add_argument("--listen-fd", type=int, help="worker: the listening socket inherited from the master")
+    parser.add_argument("--control-fd", type=int, help="worker: its end of the socket pair shared with the master")
     args = parser.parse_args(argv)
+    if args.worker != (args.listen_fd is not None) or args.worker != (args.control_fd is not None):
+        parser.error("--worker, --listen-fd and --control-fd go together (the master passes them to its workers)")
     try:
         config = load_config(args.config)
         if config.component != component_cls.name:
@@ -142,14 +166,21 @@ def run_component(component_cls: type[Component], store_cls: type[Store], releas
     except ConfigError as exc:
         print("%s: config error: %s" % (component_cls.name, exc), file=sys.stderr)
         return EXIT_CONFIG
+    if not args.worker:
+        try:
+            return run_master(worker_command(args.config), config.listen_host, config.listen_port)
+        except ListenError as exc:
+            print("%s: %s" % (component_cls.name, exc), file=sys.stderr)
+            return EXIT_LISTEN
+    # Reloading is the master's business: a HUP sent to the pid /healthz shows must not end the worker.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    listener = socket.socket(fileno=args.listen_fd)
+    control = socket.socket(fileno=args.control_fd)
     store = store_cls(config.redis, config.pool_size, config.component)
     try:
-        asyncio.run(Service(config, component_cls, store, read_release(release_dir)).run())
+        asyncio.run(Service(config, component_cls, store, read_release(release_dir)).run(listener, control))
     except ImportError as exc:
         print("%s: Redis client library %s is not installed: %s" % (component_cls.name, store.client_label, exc),
               file=sys.stderr)
         return EXIT_CLIENT_MISSING
-    except ListenError as exc:
-        print("%s: %s" % (component_cls.name, exc), file=sys.stderr)
-        return EXIT_LISTEN
     return 0

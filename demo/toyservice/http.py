@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -16,6 +18,7 @@ MAX_LINE = 8192
 MAX_HEADERS = 100
 MAX_BODY = 1 << 20
 READ_TIMEOUT_S = 10.0
+ACCEPT_RETRY_S = 0.5
 
 
 @dataclass
@@ -101,26 +104,59 @@ def _encode_response(response: Response) -> bytes:
 
 
 class HttpServer:
-    """Serves ``dispatch`` on host:port; ``shutdown`` stops accepting and lets requests in flight finish."""
+    """Serves ``dispatch`` on a listening socket that other processes may share (the master and the next worker);
+    ``shutdown`` stops accepting and lets requests in flight finish.
+
+    It accepts by itself rather than through asyncio.start_server: a connection is in flight from the moment
+    accept() returns it, so none is dropped at shutdown. (Python 3.11's Server.close() resets connections accepted
+    but not yet wrapped in a transport - harmless when the port closes anyway, not when another worker serves on.)
+    """
 
     def __init__(self, dispatch: Handler):
         self.dispatch = dispatch
-        self._server: asyncio.AbstractServer | None = None
+        self._listener: socket.socket | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
 
-    async def start(self, host: str, port: int) -> None:
-        self._server = await asyncio.start_server(self._on_connection, host, port, limit=MAX_LINE)
+    def start(self, listener: socket.socket) -> None:
+        """Accept on an already bound and listening socket."""
+        listener.setblocking(False)
+        self._listener = listener
+        asyncio.get_running_loop().add_reader(listener.fileno(), self._accept, listener)
 
     async def shutdown(self, grace_s: float = 5.0) -> None:
-        if self._server is not None:
-            self._server.close()
+        if self._listener is not None:
+            asyncio.get_running_loop().remove_reader(self._listener.fileno())
+            self._listener.close()  # this process's descriptor: other holders keep listening
+            self._listener = None
         if self._in_flight:
-            await asyncio.wait(self._in_flight, timeout=grace_s)
+            await asyncio.wait(set(self._in_flight), timeout=grace_s)
 
-    async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._in_flight.add(task)
+    def _accept(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return  # drained, or another process took the connection
+            except OSError as exc:  # out of descriptors or memory: pause rather than spin on a readable socket
+                log.warning("accept failed: %s; accepting again in %.1f s", exc, ACCEPT_RETRY_S)
+                loop.remove_reader(listener.fileno())
+                loop.call_later(ACCEPT_RETRY_S, self._resume, listener)
+                return
+            task = loop.create_task(self._on_connection(connection))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+
+    def _resume(self, listener: socket.socket) -> None:
+        if self._listener is listener:
+            asyncio.get_running_loop().add_reader(listener.fileno(), self._accept, listener)
+
+    async def _on_connection(self, connection: socket.socket) -> None:
+        try:
+            reader, writer = await asyncio.open_connection(sock=connection, limit=MAX_LINE)
+        except OSError:
+            connection.close()
+            return
         try:
             response = await self._respond(reader)
             writer.write(_encode_response(response))
@@ -128,8 +164,9 @@ class HttpServer:
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
-            self._in_flight.discard(task)
             writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
 
     async def _respond(self, reader: asyncio.StreamReader) -> Response:
         try:

@@ -10,6 +10,8 @@ from ansible.errors import AnsibleFilterError
 
 COMPONENT_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 COMPONENT_KINDS = ("service", "cli")
+RESTART_MODES = ("restart", "reload")
+NAMESPACE_RESTORE_POLICIES = ("missing_only", "overwrite", "replace_all", "revert")
 
 
 def _normalize_component(component: Any, index: int) -> dict[str, Any]:
@@ -33,6 +35,16 @@ def _normalize_component(component: Any, index: int) -> dict[str, Any]:
     probes = component.get("probes", [])
     if not isinstance(probes, list):
         raise AnsibleFilterError("cutover_components[%d] (%s).probes must be a list" % (index, name))
+    restart = component.get("restart", "restart")
+    if restart not in RESTART_MODES or (restart == "reload" and kind != "service"):
+        raise AnsibleFilterError("cutover_components[%d] (%s).restart must be one of %s (reload only for kind service: "
+                                 "a master that replaces its worker on SIGHUP), got %r"
+                                 % (index, name, ", ".join(RESTART_MODES), restart))
+    restore_policy = component.get("restore_policy")
+    if restore_policy is not None and restore_policy not in NAMESPACE_RESTORE_POLICIES:
+        raise AnsibleFilterError("cutover_components[%d] (%s).restore_policy must be one of %s (or unset for "
+                                 "cutover_rollback_restore_policy), got %r"
+                                 % (index, name, ", ".join(NAMESPACE_RESTORE_POLICIES), restore_policy))
     return {
         "name": name,
         "kind": kind,
@@ -42,6 +54,8 @@ def _normalize_component(component: Any, index: int) -> dict[str, Any]:
         "namespaces": namespaces,
         "hosts": component.get("hosts", "cutover_app"),
         "probes": probes,
+        "restart": restart,
+        "restore_policy": restore_policy,
     }
 
 
@@ -79,6 +93,25 @@ def cutover_components_named(components: Any, names: list[str]) -> list[dict[str
         raise AnsibleFilterError("the run names component(s) %s, which cutover_components does not define; allowed: %s"
                                  % (", ".join(unknown), ", ".join(by_name)))
     return [by_name[name] for name in names]
+
+
+def cutover_restore_args(components: Any, names: list[str], policy: str) -> dict[str, Any]:
+    """What rollback step 4 restores for the rolled-back components ``names``: the policy of the call (``none`` when
+    no namespace is owned and the policy is not whole_rdb), the namespaces, and each component's own restore_policy
+    per namespace (``policies``; empty when all follow ``policy``)."""
+    if policy in ("whole_rdb", "none"):
+        return {"policy": policy, "namespaces": None, "policies": None}
+    chosen: dict[str, str] = {}
+    for component in cutover_components_named(components, list(dict.fromkeys(names))):
+        for pattern in component["namespaces"]:
+            own = component["restore_policy"] or policy
+            if chosen.setdefault(pattern, own) != own:
+                raise AnsibleFilterError("namespace %s is restored with two policies (%s, %s): set the same "
+                                         "restore_policy on every component that owns it" % (pattern, chosen[pattern], own))
+    if not chosen:
+        return {"policy": "none", "namespaces": None, "policies": None}
+    policies = {pattern: own for pattern, own in chosen.items() if own != policy}
+    return {"policy": policy, "namespaces": list(chosen), "policies": policies or None}
 
 
 def cutover_plan_hosts(plan: list[dict[str, Any]], groups: dict[str, list[str]]) -> dict[str, list[str]]:
@@ -276,6 +309,7 @@ class FilterModule:
             "cutover_batches": cutover_batches,
             "cutover_batches_by_component": cutover_batches_by_component,
             "cutover_components_named": cutover_components_named,
+            "cutover_restore_args": cutover_restore_args,
             "cutover_missing_components": cutover_missing_components,
             "cutover_guard_problems": cutover_guard_problems,
             "cutover_probe_suites": cutover_probe_suites,

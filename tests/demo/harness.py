@@ -160,8 +160,9 @@ class Service:
                 raise AssertionError("%s/%s exited with %s:\n%s" % (self.release, self.component,
                                                                     self.process.returncode, self.log()))
             try:
-                # Another process may have grabbed the port between free_port() and bind: check the pid.
-                if self.get("/healthz", timeout=2).json()["pid"] == self.process.pid:
+                # Another process may have grabbed the port between free_port() and bind: check that our
+                # process (the master) runs the worker that answers.
+                if self.get("/healthz", timeout=2).json()["master_pid"] == self.process.pid:
                     return True
             except (OSError, ValueError, KeyError):
                 pass

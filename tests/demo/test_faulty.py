@@ -3,6 +3,7 @@ next to the correct migrated release doing the same work."""
 from __future__ import annotations
 
 import statistics
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -153,8 +154,14 @@ def test_pool_swallow_turns_concurrent_cache_hits_into_slow_misses_without_error
                                            settings={"generation_ms": 200})
 
     def cached_ratio(service: Service) -> tuple[float, list[int]]:
+        together = threading.Barrier(20)  # all 20 requests at once, however slowly the client threads start
+
+        def ask(index: int) -> Reply:
+            together.wait()
+            return service.get("/reply", prompt="seed-prompt-%d" % index, timeout=30)
+
         with ThreadPoolExecutor(20) as pool:
-            replies = list(pool.map(lambda i: service.get("/reply", prompt="seed-prompt-%d" % i, timeout=30), range(20)))
+            replies = list(pool.map(ask, range(20)))
         return sum(reply.json()["cached"] for reply in replies) / 20, [reply.status for reply in replies]
 
     migrated_ratio, migrated_statuses = cached_ratio(migrated)

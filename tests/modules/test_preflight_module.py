@@ -208,8 +208,8 @@ def test_a_redis_info_result_of_a_real_redis_is_judged(host, redis_server):
 
 
 def test_a_failed_validator_dry_run_fails_with_its_output_tail(host):
-    # what ansible.builtin.command registers for `validate.py --config ... --dry-run` exiting 1
-    validator = {"rc": 1, "msg": "non-zero return code", "changed": True,
+    # what cutover_validator registers for `validate.py --config ... --dry-run` exiting 1
+    validator = {"exit_code": 1, "changed": False,
                  "stdout_lines": ["checking /opt/toy/tts/config.json", "checking /opt/toy/safety/config.json",
                                   "tts: redis url ok", "safety: unknown option 'redis_pool'"],
                  "stderr_lines": ["1 config invalid"]}
@@ -224,7 +224,7 @@ def test_a_failed_validator_dry_run_fails_with_its_output_tail(host):
     assert failed(result) == ["validator/%s" % TARGET]
     assert result["passed"] is False and result["msg"] == refusal(check)
 
-    passed = preflight(host, validator=dict(validator, rc=0, msg="", stderr_lines=[]))
+    passed = preflight(host, validator=dict(validator, exit_code=0, stderr_lines=[]))
     assert by_name(passed)["validator/%s" % TARGET] == {
         "name": "validator/%s" % TARGET, "ok": True, "detail": "config validator of %s passed (dry run)" % TARGET}
     assert passed["passed"] is True
@@ -256,7 +256,7 @@ def test_a_python_that_does_not_exist_fails_env_of_every_component_and_every_oth
 
     result = preflight(host, ("tts", "safety", "monitoring"), python=python, env_root=str(host.env_root),
                        requirements={name: REQUIREMENTS for name in ("tts", "safety", "monitoring")},
-                       redis_info=info, validator={"rc": 0, "stdout_lines": [], "stderr_lines": []})
+                       redis_info=info, validator={"exit_code": 0, "stdout_lines": [], "stderr_lines": []})
 
     why = "python: probing interpreter %s failed to start: No such file or directory" % python
     assert names(result) == ["redis", "release/tts", "target/tts", "env/tts", "release/safety", "target/safety",

@@ -69,7 +69,7 @@ EXPECTED = {
 
 
 def revert(options: dict[str, Any], src: Path, check_mode: bool = False, **extra: Any) -> dict[str, Any]:
-    return run_module(cutover_redis_restore.main, dict(redis=options, src=str(src), policy="revert", **extra),
+    return run_module(cutover_redis_restore.main, dict(dict(redis=options, src=str(src), policy="revert"), **extra),
                       check_mode=check_mode)
 
 
@@ -179,5 +179,42 @@ def test_revert_without_type_permission_fails_before_writing(source, tmp_path):
 
     with pytest.raises(ModuleFailed, match="restore into .* stopped: .*(NOPERM|permission).*type"):
         revert(dict(source.options, user="weak", password="pw"), src)
+
+    assert logical_state(client) == after_the_run
+
+
+def test_policies_revert_one_namespace_and_keep_newer_keys_of_another(source, tmp_path):
+    client = source.client()
+    before_the_run(client)
+    src = take(source, tmp_path / "snaps", mode="logical", namespaces=NAMESPACES)
+    during_the_run(client)
+
+    planned = revert(source.options, src, check_mode=True, policy="missing_only", policies={"ai:*": "revert"})
+    result = revert(source.options, src, policy="missing_only", policies={"ai:*": "revert"})
+
+    assert result["policies"] == planned["policies"] == {"ai:*": "revert", "tts:*": "missing_only",
+                                                           "ai_service_alerts": "missing_only"}
+    assert result["namespaces"]["ai:*"] == EXPECTED["ai:*"] == planned["namespaces"]["ai:*"]
+    assert result["namespaces"]["tts:*"]["deleted"] == 0 and result["deleted"] == EXPECTED["ai:*"]["deleted"]
+    assert result["policy"] == "missing_only" and "ai:* revert" in result["detail"]
+    assert client.exists("ai:new:1") == 0 and client.get("ai:reply:1") == b"old format 1"
+    assert client.get("tts:audio:2") == b"created", "missing_only keeps what the run created"
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"policies": {"tts:*": "revrt"}}, r"policies\['tts:\*'\] must be one of missing_only, overwrite, replace_all, "
+                                       r"revert, got 'revrt'"),
+    ({"policies": {"safety:*": "revert"}, "namespaces": ["tts:*"]},
+     r"policies names 'safety:\*', which this restore does not restore \(restored: 'tts:\*'\)"),
+])
+def test_policies_refuse_a_wrong_entry_before_writing(source, tmp_path, extra, message):
+    client = source.client()
+    before_the_run(client)
+    src = take(source, tmp_path / "snaps", mode="logical", namespaces=NAMESPACES)
+    during_the_run(client)
+    after_the_run = logical_state(client)
+
+    with pytest.raises(ModuleFailed, match=message):
+        revert(source.options, src, **extra)
 
     assert logical_state(client) == after_the_run

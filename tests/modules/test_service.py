@@ -1,4 +1,6 @@
-"""cutover_service (module_utils/cutover_services.py) against a real supervisord running tiny real HTTP services.
+"""cutover_service (module_utils/cutover_services.py) against a real supervisord running tiny real HTTP services,
+and, for state reloaded, the demo's tts component (master and workers, on the session's redis-server) run with the
+command line the demo stack gives supervisord.
 
 Every test starts its own supervisord (config and unix socket under tmp_path) and stops it, and every process it
 ran, by pid in the fixture's teardown - even when the test failed - then checks with pgrep that nothing is left.
@@ -9,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 import xmlrpc.client
@@ -26,7 +30,7 @@ from supervisor.xmlrpc import SupervisorTransport
 
 import cutover_service
 from ansible.module_utils.cutover_events import check_event
-from cutover_testlib import ModuleFailed, free_port, run_module
+from cutover_testlib import ROOT, ModuleFailed, free_port, run_module
 
 SUPERVISORD = str(Path(sys.executable).parent / "supervisord")
 SOCKET_NAME = "sv.sock"
@@ -118,7 +122,8 @@ def write_service(path: Path, release: str = "test") -> Path:
 
 @dataclass
 class Program:
-    """One supervisord program: a service script run with the test's interpreter."""
+    """One supervisord program: a service script run with the test's interpreter, or ``argv`` as given (which
+    must then carry the test's marker, e.g. in a path)."""
 
     name: str
     script: Path
@@ -129,8 +134,11 @@ class Program:
     startsecs: int = 0
     stopwaitsecs: int = 3
     extra: list[str] = field(default_factory=list)
+    argv: list[str] = field(default_factory=list)
 
     def command(self, marker: str) -> str:
+        if self.argv:
+            return " ".join(self.argv)
         return " ".join([sys.executable, str(self.script), "--port", str(self.port), "--mode", self.mode,
                          "--delay", str(self.delay), "--marker", marker] + self.extra)
 
@@ -498,7 +506,7 @@ def test_an_unknown_program_fails_naming_it_and_changes_nothing(supervisor):
     before = supervisor.pids()
     args = {"services": [service_spec(supervisor, "cutover-alpha"), {"name": "nosuch", "service": "cutover-nosuch"}],
             "manager": "supervisor", "supervisor_config": str(supervisor.config)}
-    for state in ("stopped", "restarted", "started"):
+    for state in ("stopped", "restarted", "started", "reloaded"):
         with pytest.raises(ModuleFailed) as failure:
             run_module(cutover_service.main, dict(args, state=state))
         assert failure.value.result["msg"].startswith("supervisord (%s) has no program cutover-nosuch: BAD_NAME"
@@ -509,9 +517,13 @@ def test_an_unknown_program_fails_naming_it_and_changes_nothing(supervisor):
 BAD_OPTIONS = [
     ({"timeout": 0}, "timeout must be > 0, got 0.0"),
     ({"services": [{"name": "alpha", "port": 1}]}, "services[0] has unknown field(s) port; allowed: name, service, "
-                                                   "base_url, health"),
+                                                   "base_url, health, restart"),
+    ({"services": [{"name": "alpha", "restart": "bounce"}]},
+     "services[0] (alpha).restart must be one of restart, reload, got 'bounce'"),
+    ({"services": [{"name": "alpha", "service": "cutover-alpha", "restart": "reload"}]},
+     "services[0] (alpha) has restart: reload but no base_url; the worker pid is read from its health URL"),
     ({"services": [{"service": "cutover-alpha"}]}, "services[0].name must be the component name"),
-    ({"state": "running"}, "value of state must be one of: stopped, started, restarted, got: running"),
+    ({"state": "running"}, "value of state must be one of: stopped, started, restarted, reloaded, got: running"),
     ({"supervisor_config": None}, "manager is supervisor but all of the following are missing: supervisor_config"),
     ({"supervisor_config": "/nonexistent/supervisord.conf"},
      "cannot read the supervisord config /nonexistent/supervisord.conf"),
@@ -526,4 +538,233 @@ def test_bad_options_are_refused_naming_the_option_before_anything_changes(super
         with pytest.raises(ModuleFailed) as failure:
             run_module(cutover_service.main, {key: value for key, value in args.items() if value is not None})
         assert message in failure.value.result["msg"]
+        assert supervisor.pids() == before
+
+
+# ------------------------------------------------------------------------------------------------- state reloaded
+
+TOY_SOURCE = ROOT / "demo" / "releases" / "migrated" / "tts"
+PROJECT_VENV = Path(sys.executable).parent.parent  # holds redis-py (redis.asyncio), not aioredis
+TRAFFIC_THREADS = 4
+
+
+def install_toy_release(component_dir: Path, source: Path, release: str) -> Path:
+    """Deploy a copy of a demo release's component as cutover_release does, its ``venv`` linking the project's."""
+    target = component_dir / "releases" / release
+    shutil.copytree(source, target, symlinks=False, ignore=shutil.ignore_patterns("__pycache__"))
+    (target / ".cutover").mkdir()
+    (target / ".cutover" / "release.json").write_text(json.dumps({"release": release, "component": "tts"}))
+    (target / "venv").symlink_to(PROJECT_VENV)
+    return target
+
+
+def switch_current(component_dir: Path, release: str) -> None:
+    staged = component_dir / "current.new"
+    staged.symlink_to(Path("releases") / release)
+    os.replace(staged, component_dir / "current")
+
+
+@dataclass
+class Toy:
+    """The demo's tts under supervisord: its component dir, program and health URL."""
+
+    supervisor: Supervisord
+    component_dir: Path
+    service: str = "cutover-tts"
+
+    @property
+    def health_url(self) -> str:
+        return self.supervisor.base_url(self.service) + "/healthz"
+
+    def health(self) -> dict[str, Any]:
+        status, body = health(self.health_url)
+        assert status == 200, (status, body)
+        return body
+
+    def spec(self, restart: str = "reload") -> dict[str, Any]:
+        return {"name": "tts", "service": self.service, "base_url": self.supervisor.base_url(self.service),
+                "restart": restart, "kind": "service", "namespaces": ["tts:*"]}
+
+    def drive(self, state: str = "reloaded", check_mode: bool = False, **options: Any) -> dict:
+        args = {"services": [self.spec()], "state": state, "manager": "supervisor",
+                "supervisor_config": str(self.supervisor.config), "host_label": "toy1", **options}
+        return run_module(cutover_service.main, args, check_mode=check_mode)
+
+
+@pytest.fixture
+def toy(tmp_path: Path, redis_server) -> Iterator[Toy]:
+    """tts releases r1 and r2 (the migrated code) and legacy-no-aioredis (the legacy code on a venv without its
+    client library: its worker exits 3), current -> r1, run by supervisord as the demo stack runs it."""
+    marker = new_marker()
+    component_dir = tmp_path / marker / "tts"  # the marker in every path of the command lines, for the sweep
+    install_toy_release(component_dir, TOY_SOURCE, "r1")
+    install_toy_release(component_dir, TOY_SOURCE, "r2")
+    install_toy_release(component_dir, ROOT / "demo" / "releases" / "legacy" / "tts", "legacy-no-aioredis")
+    switch_current(component_dir, "r1")
+    port = free_port()
+    config = {"component": "tts", "listen_port": port, "redis": {"host": "127.0.0.1", "port": redis_server.port},
+              "maintenance_file": str(component_dir / "MAINTENANCE"), "metrics_interval_s": 3600.0,
+              "settings": {"synthesis_ms": 50}}
+    (component_dir / "config.json").write_text(json.dumps(config))
+    current = component_dir / "current"
+    program = Program("cutover-tts", current / "service.py", port, stopwaitsecs=10,
+                      argv=[str(current / "venv" / "bin" / "python"), str(current / "service.py"),
+                            "--config", str(component_dir / "config.json")])
+    with running_supervisord(supervisor_dir(tmp_path, marker), [program], marker) as started:
+        toy = Toy(started, component_dir)
+        wait_until(lambda: health(toy.health_url)[0] == 200, 20, "tts did not serve")
+        yield toy
+
+
+class Traffic:
+    """Threads sending /speak (new texts: slow misses) and /healthz back to back; failures kept with their reason."""
+
+    def __init__(self, base_url: str):
+        self.base_url = base_url
+        self.stopping = threading.Event()
+        self.answered = 0
+        self.failures: list[str] = []
+        self.worker_pids: set[int] = set()
+        self.threads = [threading.Thread(target=self.send_forever, args=(index,)) for index in range(TRAFFIC_THREADS)]
+
+    def send_forever(self, index: int) -> None:
+        count = 0
+        while not self.stopping.is_set():
+            count += 1
+            path = "/healthz" if count % 3 == 1 else "/speak?text=reload-%d-%d" % (index, count)
+            status, body = None, {}
+            try:
+                with urlopen(self.base_url + path, timeout=10) as response:
+                    status, raw = response.status, response.read()
+                body = json.loads(raw) if path == "/healthz" else {}
+            except HTTPError as exc:
+                status = exc.code
+            except (OSError, ValueError) as exc:
+                self.failures.append("%s %s: %s" % (path, type(exc).__name__, exc))
+                continue
+            if status != 200:
+                self.failures.append("%s answered %s" % (path, status))
+                continue
+            self.answered += 1
+            if body:
+                self.worker_pids.add(body["pid"])
+
+    def __enter__(self) -> Traffic:
+        for thread in self.threads:
+            thread.start()
+        wait_until(lambda: self.answered >= 2 * TRAFFIC_THREADS, 10, "traffic did not flow")
+        return self
+
+    def __exit__(self, *unused: Any) -> None:
+        answered = self.answered
+        with contextlib.suppress(TimeoutError):
+            wait_until(lambda: self.answered >= answered + 2 * TRAFFIC_THREADS, 10, "traffic did not flow on")
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(timeout=30)
+
+
+def test_reloaded_hands_over_to_a_worker_of_the_new_release_without_a_failed_request(toy):
+    master = toy.supervisor.pid(toy.service)
+    before = toy.health()
+    assert (before["release"], before["master_pid"]) == ("r1", master) and before["pid"] != master
+
+    switch_current(toy.component_dir, "r2")
+    with Traffic(toy.supervisor.base_url(toy.service)) as traffic:
+        result = toy.drive(timeout=20)
+
+    after = toy.health()
+    assert (after["release"], after["master_pid"]) == ("r2", master), "nothing restarted the master"
+    assert after["pid"] not in (before["pid"], master) and running(after["pid"])
+    assert not running(before["pid"]), "the old worker is gone when the module returns"
+    assert toy.supervisor.pid(toy.service) == master and toy.supervisor.statename(toy.service) == "RUNNING"
+    assert traffic.failures == [] and traffic.answered > 20, (traffic.answered, traffic.failures[:5])
+    assert traffic.worker_pids == {before["pid"], after["pid"]}, "the traffic spanned the handover"
+    row = result["services"]["tts"]
+    assert row == {"service": "cutover-tts", "action": "reload", "pid_before": master, "pid": master,
+                   "worker_pid_before": before["pid"], "worker_pid": after["pid"], "ready_s": row["ready_s"]}
+    assert 0 < row["ready_s"] < 20
+    assert result["changed"] is True
+    # nothing stopped serving: the journal has the new worker's start only
+    started = {"service": "cutover-tts", "pid": master, "worker_pid": after["pid"], "ready_s": row["ready_s"]}
+    assert [(entry["event"], entry["component"], entry["host"], entry["data"]) for entry in result["journal"]] == [
+        ("component.started", "tts", "toy1", started)]
+    assert_entries_fit(result["journal"])
+
+
+def test_reloaded_in_check_mode_reads_the_worker_pid_and_signals_nothing(toy):
+    master, before = toy.supervisor.pid(toy.service), toy.health()
+    switch_current(toy.component_dir, "r2")
+
+    result = toy.drive(check_mode=True)
+
+    assert (result["changed"], result["journal"]) == (True, [])
+    assert result["services"] == {"tts": {"service": "cutover-tts", "pid_before": master, "action": "reload",
+                                          "worker_pid_before": before["pid"]}}
+    time.sleep(0.5)  # a HUP would have started a worker of r2 by now
+    assert (toy.health()["pid"], toy.health()["release"]) == (before["pid"], "r1")
+    assert toy.supervisor.pid(toy.service) == master
+
+
+def test_a_reload_whose_new_worker_cannot_start_fails_naming_why_and_leaves_the_old_worker_serving(toy):
+    before = toy.health()
+    switch_current(toy.component_dir, "legacy-no-aioredis")
+    started = time.monotonic()
+
+    with Traffic(toy.supervisor.base_url(toy.service)) as traffic:
+        with pytest.raises(ModuleFailed) as failure:
+            toy.drive(timeout=3)
+
+    assert time.monotonic() - started < 10, "the wait has a deadline"
+    message = failure.value.result["msg"]
+    assert message.startswith("cutover-tts still answers %s from worker %d: no new worker took over within 3 s after "
+                              "the reload signal (last log lines: " % (toy.health_url, before["pid"])), message
+    assert "exited with code 3 before serving; worker %d keeps serving" % before["pid"] in message
+    assert traffic.failures == [] and traffic.worker_pids == {before["pid"]}, traffic.failures[:5]
+    after = toy.health()
+    assert (after["pid"], after["release"], after["status"]) == (before["pid"], "r1", "ok")
+    assert toy.supervisor.statename(toy.service) == "RUNNING"
+
+
+def test_reloaded_restarts_a_service_whose_spec_says_restart_and_starts_a_stopped_one(supervisor):
+    old = supervisor.pid("cutover-alpha")
+    supervisor.stop("cutover-beta")
+
+    check = drive(supervisor, ["cutover-alpha", "cutover-beta"], "reloaded", check_mode=True)
+    assert check["changed"] is True and supervisor.pid("cutover-alpha") == old
+    assert {name: row["action"] for name, row in check["services"].items()} == {"alpha": "restart", "beta": "start"}
+
+    result = drive(supervisor, ["cutover-alpha", "cutover-beta"], "reloaded")
+
+    new = {name: supervisor.pid(name) for name in ("cutover-alpha", "cutover-beta")}
+    assert all(new.values()) and new["cutover-alpha"] != old
+    assert_reaped(old)
+    rows = result["services"]
+    assert (rows["alpha"]["action"], rows["alpha"]["pid_before"], rows["alpha"]["pid"]) == (
+        "restart", old, new["cutover-alpha"])
+    assert (rows["beta"]["action"], rows["beta"]["pid_before"], rows["beta"]["pid"]) == (
+        "start", None, new["cutover-beta"])
+    assert sorted((entry["event"], entry["component"], entry["data"]["pid"]) for entry in result["journal"]) == [
+        ("component.started", "alpha", new["cutover-alpha"]), ("component.started", "beta", new["cutover-beta"])]
+    assert_entries_fit(result["journal"])
+
+
+def test_a_reload_service_that_tells_no_worker_pid_is_refused_before_anything_changes(supervisor):
+    before = supervisor.pids()
+    cases = {
+        "/nowhere": "cutover-alpha: %s/nowhere answered HTTP 404 without a pid",
+        "/healthz": "cutover-alpha: %s/healthz did not answer",
+    }
+    for health_path, expected in cases.items():
+        base_url = supervisor.base_url("cutover-alpha")
+        if health_path == "/healthz":
+            base_url = "http://127.0.0.1:%d" % free_port()  # nothing listens there
+        args = {"services": [{"name": "alpha", "service": "cutover-alpha", "base_url": base_url,
+                              "health": health_path, "restart": "reload"}],
+                "state": "reloaded", "manager": "supervisor", "supervisor_config": str(supervisor.config)}
+        for check_mode in (True, False):
+            with pytest.raises(ModuleFailed) as failure:
+                run_module(cutover_service.main, args, check_mode=check_mode)
+            assert failure.value.result["msg"] == "cannot reload without the serving worker's pid (%s)" % (
+                expected % base_url)
         assert supervisor.pids() == before

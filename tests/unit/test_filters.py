@@ -38,6 +38,10 @@ def test_plan_follows_cutover_plan_order():
     ([{"name": "x", "kind": "cli", "namespaces": "tts:*"}], None, "namespaces must be a list"),
     ([{"name": "x", "kind": "cli"}, {"name": "x", "kind": "cli"}], None, "'x' appears twice"),
     ([], None, "non-empty list"),
+    ([{"name": "x", "kind": "cli", "restart": "reload"}], None, "restart must be one of restart, reload (reload only"),
+    ([{"name": "x", "kind": "cli", "restart": "graceful"}], None, "restart must be one of restart, reload"),
+    ([{"name": "x", "kind": "cli", "restore_policy": "revrt"}], None,
+     "(x).restore_policy must be one of missing_only, overwrite, replace_all, revert"),
 ])
 def test_bad_plans_name_the_variable(components, plan, message):
     with pytest.raises(AnsibleFilterError) as failure:
@@ -108,3 +112,28 @@ def test_probe_suites_carry_baseline_and_release():
 
 def test_cli_option():
     assert filters.cutover_cli_option({"key": "tts", "value": 5}) == ["--tts", "5"]
+
+
+RESTORING = [
+    {"name": "ai", "base_url": "http://h:1", "namespaces": ["ai:*"], "restore_policy": "revert"},
+    {"name": "monitoring", "base_url": "http://h:2", "namespaces": ["monitoring:*", "alerts"]},
+    {"name": "validator", "kind": "cli"},
+]
+
+
+@pytest.mark.parametrize("names, policy, expected", [
+    (["ai", "monitoring", "ai"], "missing_only",
+     {"policy": "missing_only", "namespaces": ["ai:*", "monitoring:*", "alerts"], "policies": {"ai:*": "revert"}}),
+    (["monitoring"], "overwrite", {"policy": "overwrite", "namespaces": ["monitoring:*", "alerts"], "policies": None}),
+    (["ai"], "revert", {"policy": "revert", "namespaces": ["ai:*"], "policies": None}),
+    (["validator"], "missing_only", {"policy": "none", "namespaces": None, "policies": None}),
+    (["ai"], "whole_rdb", {"policy": "whole_rdb", "namespaces": None, "policies": None}),
+])
+def test_restore_args_give_each_namespace_its_components_policy(names, policy, expected):
+    assert filters.cutover_restore_args(RESTORING, names, policy) == expected
+
+
+def test_restore_args_refuse_a_namespace_shared_with_two_policies():
+    shared = RESTORING + [{"name": "ai2", "base_url": "http://h:3", "namespaces": ["ai:*"]}]
+    with pytest.raises(AnsibleFilterError, match=r"namespace ai:\* is restored with two policies \(revert, missing_only\)"):
+        filters.cutover_restore_args(shared, ["ai", "ai2"], "missing_only")
