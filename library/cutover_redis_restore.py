@@ -436,15 +436,15 @@ def option_problems(params: dict[str, Any]) -> list[str]:
                                 "redis-server])" % (name, name.split("_")[0] + "s", name.split("_")[0]))
         if params["namespaces"] is not None:
             problems.append("namespaces does not apply to policy whole_rdb, which restores the whole server")
+    else:
+        for name in ("stop_command", "start_command", "rdb_path"):
+            if params[name]:
+                problems.append("%s applies only to policy whole_rdb" % name)
     if params["policies"] and params["policy"] in ("whole_rdb", "none"):
         problems.append("policies does not apply to policy %s" % params["policy"])
     for pattern, policy in (params["policies"] or {}).items():
         if policy not in NAMESPACE_POLICIES:
             problems.append("policies[%r] must be one of %s, got %r" % (pattern, ", ".join(NAMESPACE_POLICIES), policy))
-    else:
-        for name in ("stop_command", "start_command", "rdb_path"):
-            if params[name]:
-                problems.append("%s applies only to policy whole_rdb" % name)
     if params["start_timeout"] < 1:
         problems.append("start_timeout must be at least 1 second, got %d" % params["start_timeout"])
     return problems

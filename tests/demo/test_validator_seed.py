@@ -174,7 +174,7 @@ def test_negative_controls_catch_a_validator_that_accepts_broken_configs(launche
         "argv": [launcher.python_for(release, "validator"), str(validator / "validate.py")],
         "args": ["--dry-run", "--config=%s" % good], "control_config": str(good),
         "negative_controls": NEGATIVE_CONTROLS, "timeout": 30})
-    assert result["rc"] == 0, result
+    assert result["exit_code"] == 0, result
     assert [(control["name"], control["refused"]) for control in result["controls"]] == list(
         zip([control["name"] for control in NEGATIVE_CONTROLS], refused))
     assert good.read_text() == before, "the real config is never touched"

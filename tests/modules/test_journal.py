@@ -241,7 +241,7 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path, args, message
 KNOWN_EVENTS = ("run.started, run.aborted, preflight.checked, snapshot.created, component.deploying, "
                 "component.switched, component.state, component.stopped, component.started, probe.result, "
                 "watch.started, watch.round, watch.finished, rollback.triggered, rollback.step, data.audited, "
-                "run.finished, run.unlocked")
+                "run.finished, run.unlocked, run.paused")
 
 
 @pytest.mark.parametrize("event, data, message", [
