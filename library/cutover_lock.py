@@ -26,10 +26,11 @@ options:
     required: true
   state:
     description:
-      - V(present) takes the lock for O(run_id); V(absent) releases it.
+      - V(present) takes the lock for O(run_id); V(absent) releases it; V(read) returns it (RV(lock)) and changes
+        nothing (playbooks/resume.yml reads who held a run's lock before taking it over).
       - V(absent) removes only a lock of O(run_id), unless O(force=true); a missing lock is already released.
     type: str
-    choices: [present, absent]
+    choices: [present, absent, read]
     default: present
   owner:
     description:
@@ -278,7 +279,7 @@ def main() -> None:
         argument_spec={
             "path": {"type": "path", "required": True},
             "run_id": {"type": "str", "required": True},
-            "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
+            "state": {"type": "str", "choices": ["present", "absent", "read"], "default": "present"},
             "owner": {"type": "dict", "default": {}},
             "force": {"type": "bool", "default": False},
             "stale_after": {"type": "int"},
@@ -292,6 +293,8 @@ def main() -> None:
     module.no_log_values.update(secrets)
     now = datetime.now(timezone.utc)
     try:
+        if params["state"] == "read":
+            module.exit_json(changed=False, lock_path=params["path"], lock=load_holder(params["path"]))
         if params["state"] == "present":
             result = take(params["path"], params["run_id"], owner, params["force"], params["stale_after"],
                           module.check_mode, now)

@@ -166,8 +166,8 @@ def run_state(entries: list[Entry], target_entries: list[Entry] | None = None) -
     watch_started, watch_finished = last(ordered, "watch.started"), last(ordered, "watch.finished")
     needs_rollback = trigger_entry is not None or playbook == "rollback"
     redis_host = started.get("redis_host") or source_started.get("redis_host")
-    rollback = (rollback_progress(rollback_targets(records, plan), redis_host, step_attempts(ordered))
-                if needs_rollback else None)
+    targets = rollback_targets(records, plan)
+    rollback = rollback_progress(targets, redis_host, step_attempts(ordered)) if needs_rollback else None
     state = {
         "run_id": next((entry["run_id"] for entry in ordered if entry.get("run_id")), None),
         "exists": bool(ordered),
@@ -187,6 +187,7 @@ def run_state(entries: list[Entry], target_entries: list[Entry] | None = None) -
         "trigger_text": describe_trigger(_data(trigger_entry).get("trigger")) if trigger_entry else None,
         "snapshot": _data(last(source, "snapshot.created")) or None,
         "rollout_complete": rollout_complete(records, component_hosts),
+        "touched": bool(targets),
         "watch": ({**_data(watch_started), "finished": watch_finished is not None,
                    "rounds_done": max([_data(entry)["round"] for entry in ordered if entry["event"] == "watch.round"],
                                       default=0)}
@@ -200,7 +201,48 @@ def run_state(entries: list[Entry], target_entries: list[Entry] | None = None) -
         state["outcome"], state["message"] = _data(finished)["outcome"], _data(finished).get("message")
     else:
         state["outcome"], state["message"] = outcome(state)
+    state["resume"] = resume_action(state)
     return state
+
+
+def resume_action(state: dict[str, Any]) -> dict[str, str]:
+    """What playbooks/resume.yml does to finish a run whose controller stopped: {action, why}.
+
+    none (nothing to do, or a human must decide), close (the journal already proves the outcome), abort (cut off
+    before any component switched: nothing to undo), rollback (start or continue the six steps), watch (the
+    rollout completed: watch again, then close)."""
+    def act(action: str, why: str) -> dict[str, str]:
+        return {"action": action, "why": why}
+
+    if state["finished"]:
+        return act("none", "run %s is finished: %s" % (state["run_id"], state["outcome"]))
+    if not state["exists"]:
+        return act("none", "run %s has no journal" % state["run_id"])
+    rollback = state["rollback"]
+    if rollback is not None:
+        if rollback["failed"]:
+            return act("close", "rollback step %s failed on %s; the state is kept for a human"
+                       % (rollback["failed"]["step"], rollback["failed"]["host"]))
+        if rollback["complete"]:
+            return act("close", "the rollback is complete; the run was not closed")
+        return act("rollback", "the rollback stopped before step %s; continuing from there" % rollback["next_step"])
+    if state["aborted"] or state["paused"]:
+        return act("close", "the run stopped in stage %s; the journal says why" % state["stage"])
+    if not state["touched"]:
+        return act("abort", "the run was cut off in stage %s before any component was switched" % state["stage"])
+    if state["rollout_complete"]:
+        if (state["watch"] or {}).get("finished"):
+            return act("close", "the watch window ended; the run was not closed")
+        return act("watch", "every component was migrated and verified; the watch was cut off, so it runs again")
+    return act("rollback", "the run was cut off in stage %s after switching %s; rolling back what was switched"
+               % (state["stage"], ", ".join(switched_components(state))))
+
+
+def switched_components(state: dict[str, Any]) -> list[str]:
+    """Names of the components a rollback of this run would switch back, in plan order."""
+    switched = {name for view in state["host_view"].values()
+                for name, record in view["releases"].items() if record and (record["switched"] or record["deploying"])}
+    return [name for name in state["plan"] if name in switched]
 
 
 def host_views(component_hosts: dict[str, list[str]], plan: list[str], records: dict[str, dict[str, dict[str, Any]]],
@@ -223,6 +265,8 @@ def outcome(state: dict[str, Any]) -> tuple[str | None, str | None]:
     """(outcome, message) the journal proves so far; (None, None) while the run can still go either way."""
     if state["aborted"]:
         aborted = state["aborted"]
+        if aborted.get("host") is None:  # journaled for the whole run (resume.yml), not by a failing host
+            return "failed", "the run stopped in stage %s: %s" % (aborted.get("stage"), aborted.get("message"))
         return "failed", "%s failed on %s: %s" % (aborted.get("stage"), aborted.get("host"), aborted.get("message"))
     rollback = state["rollback"]
     if rollback is not None:

@@ -114,6 +114,28 @@ def cutover_restore_args(components: Any, names: list[str], policy: str) -> dict
     return {"policy": policy, "namespaces": list(chosen), "policies": policies or None}
 
 
+def cutover_lock_takeover(lock: dict[str, Any] | None, run_id: str, controller: str, holder_process: str,
+                          force: bool = False) -> dict[str, Any]:
+    """Whether playbooks/resume.yml may take run_id's lock over: {takeover, why}. ``holder_process`` is what
+    ``ps -o args= -p <the lock's pid>`` printed on this controller (empty: no such process)."""
+    if not lock:
+        return {"takeover": True, "why": "the lock was released"}
+    if lock.get("run_id") != run_id:
+        return {"takeover": False, "why": "the lock is held by run %s (%s); finish that run first, or release it with "
+                                          "playbooks/unlock.yml once it is gone" % (lock.get("run_id"), lock.get("owner"))}
+    owner = lock.get("owner") or {}
+    where = "pid %s on %s" % (owner.get("pid", "unknown"), owner.get("controller", "an unknown controller"))
+    if force:
+        return {"takeover": True, "why": "cutover_lock_force=true: the operator says its ansible-playbook (%s) is gone"
+                                         % where}
+    if owner.get("controller") != controller or not str(owner.get("pid", "")).isdigit():
+        return {"takeover": False, "why": "its ansible-playbook (%s) cannot be checked from %s; run resume.yml there, or "
+                                          "set cutover_lock_force=true once you know it is gone" % (where, controller)}
+    if "ansible-playbook" in holder_process:
+        return {"takeover": False, "why": "its ansible-playbook (%s) is still running: %s" % (where, holder_process.strip())}
+    return {"takeover": True, "why": "its ansible-playbook (%s) is gone" % where}
+
+
 def cutover_plan_hosts(plan: list[dict[str, Any]], groups: dict[str, list[str]]) -> dict[str, list[str]]:
     """Map each planned component to the inventory hosts that run it."""
     mapping: dict[str, list[str]] = {}
@@ -310,6 +332,7 @@ class FilterModule:
             "cutover_batches_by_component": cutover_batches_by_component,
             "cutover_components_named": cutover_components_named,
             "cutover_restore_args": cutover_restore_args,
+            "cutover_lock_takeover": cutover_lock_takeover,
             "cutover_missing_components": cutover_missing_components,
             "cutover_guard_problems": cutover_guard_problems,
             "cutover_probe_suites": cutover_probe_suites,

@@ -186,3 +186,16 @@ def test_path_that_is_a_directory_is_refused(tmp_path):
     with pytest.raises(ModuleFailed) as failure:
         lock(tmp_path)
     assert "is a directory: it must be the lock file" in failure.value.result["msg"]
+
+
+def test_read_returns_the_lock_as_it_is_and_changes_nothing(tmp_path):
+    path = tmp_path / "lock"
+    missing = lock(path, state="read")
+    assert (missing["changed"], missing["lock"], path.exists()) == (False, None, False)
+    written = write_lock(path, RUN_B, {**OWNER_B, "pid": 4242}, timedelta(minutes=5))
+    before = path.stat().st_mtime_ns
+
+    result = lock(path, state="read")
+
+    assert result["lock"] == written and result["changed"] is False
+    assert path.stat().st_mtime_ns == before and on_disk(path) == written

@@ -137,3 +137,20 @@ def test_restore_args_refuse_a_namespace_shared_with_two_policies():
     shared = RESTORING + [{"name": "ai2", "base_url": "http://h:3", "namespaces": ["ai:*"]}]
     with pytest.raises(AnsibleFilterError, match=r"namespace ai:\* is restored with two policies \(revert, missing_only\)"):
         filters.cutover_restore_args(shared, ["ai", "ai2"], "missing_only")
+
+
+LOCK = {"run_id": "R1", "owner": {"controller": "ops1", "user": "u", "playbook": "migrate", "pid": "4242"}}
+
+
+@pytest.mark.parametrize("lock, controller, process, force, takeover, why", [
+    (None, "ops1", "", False, True, "the lock was released"),
+    (dict(LOCK, run_id="R2"), "ops1", "", False, False, "the lock is held by run R2"),
+    (LOCK, "ops1", "", False, True, "its ansible-playbook (pid 4242 on ops1) is gone"),
+    (LOCK, "ops1", "/usr/bin/python3 /usr/bin/ansible-playbook migrate.yml", False, False, "is still running"),
+    (LOCK, "ops2", "", False, False, "cannot be checked from ops2; run resume.yml there, or set cutover_lock_force"),
+    (LOCK, "ops2", "", True, True, "cutover_lock_force=true"),
+    ({"run_id": "R1", "owner": {"controller": "ops1"}}, "ops1", "", False, False, "cannot be checked"),
+])
+def test_lock_takeover_only_when_the_holder_is_known_to_be_gone(lock, controller, process, force, takeover, why):
+    verdict = filters.cutover_lock_takeover(lock, "R1", controller, process, force)
+    assert verdict["takeover"] is takeover and why in verdict["why"], verdict

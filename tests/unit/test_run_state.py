@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from ansible.module_utils.cutover_events import ROLLBACK_STEP_NAMES
 from ansible.module_utils.cutover_run import closing_outcome, run_state
 
@@ -133,3 +135,33 @@ def test_a_rollback_run_rolls_back_what_its_target_switched():
     state = run_state(rollback, target)
     assert sorted(state["rollback"]["hosts"]) == ["app-1", "app-2", "redis-1"]
     assert state["snapshot"]["path"] == "/s" and state["target_run_id"] == RUN
+
+
+SNAPSHOT = ("snapshot.created", None, "redis-1", {"id": RUN, "path": "/s", "keys": 1, "namespaces": {},
+                                                  "sha256": "x", "verified": True, "mode": "logical"})
+WATCH_STARTED = ("watch.started", None, None, {"duration_s": 60, "interval_s": 5, "rounds": 12})
+EVERY_HOST_MIGRATED = [event for component, hosts in HOSTS.items() for host in hosts
+                       for event in deployed(component, host)]
+
+
+@pytest.mark.parametrize("events, action, why", [
+    ([started(), *PREFLIGHT, SNAPSHOT], "abort", "cut off in stage snapshot before any component was switched"),
+    ([started(), *PREFLIGHT, SNAPSHOT, *deployed("tts", "app-1", state=None, switched=False)], "rollback",
+     "cut off in stage rollout after switching tts; rolling back"),
+    ([started(), *PREFLIGHT, SNAPSHOT, *deployed("tts", "app-1"), *deployed("tts", "app-2", state=None)], "rollback",
+     "after switching tts;"),
+    ([started(), *PREFLIGHT, SNAPSHOT, *deployed("tts", "app-1"), TRIGGER, step(1, "app-1"), step(2, "app-1"),
+      step(1, "redis-1")], "rollback", "the rollback stopped before step 3; continuing"),
+    ([started(), *PREFLIGHT, SNAPSHOT, *deployed("tts", "app-1"), TRIGGER, step(1, "app-1"), step(2, "app-1", "failed")],
+     "close", "rollback step 2 failed on app-1"),
+    ([started(), *PREFLIGHT, SNAPSHOT, *EVERY_HOST_MIGRATED, WATCH_STARTED], "watch", "the watch was cut off"),
+    ([started(), *PREFLIGHT, SNAPSHOT, *EVERY_HOST_MIGRATED, WATCH_STARTED,
+      ("watch.finished", None, None, {"rounds": 12, "reason": "window ended"})], "close", "the watch window ended"),
+    ([started(), ("run.aborted", None, "app-3", {"stage": "preflight", "message": "down"})], "close",
+     "stopped in stage started"),
+    ([started(), *PREFLIGHT, ("run.finished", None, None, {"outcome": "failed", "message": "m"})], "none",
+     "is finished: failed"),
+])
+def test_resume_finishes_a_run_by_where_its_journal_stopped(events, action, why):
+    resume = run_state(journal(*events))["resume"]
+    assert resume["action"] == action and why in resume["why"], resume
