@@ -64,6 +64,7 @@ def build_report(entries: list[Entry], run_id: str | None = None,
         "components": components,
         "probes": [probe_row(entry) for entry in ordered if entry["event"] == "probe.result"],
         "rollback": rollback,
+        "watch": watch_section(ordered),
         "snapshot": snapshot_section(ordered),
         "data": _section(_last(ordered, "data.audited"), DATA_FIELDS),
         "timeline": timeline_section(ordered, state["waves"]),
@@ -79,6 +80,28 @@ def abort_section(aborted: Entry | None) -> dict[str, Any] | None:
     if aborted is None:
         return None
     return {**_pick(_data(aborted), ABORT_FIELDS), "host": aborted.get("host")}
+
+
+def watch_section(entries: list[Entry]) -> dict[str, Any] | None:
+    """The watch window and each host's rounds: time, whether it passed, and the value and verdict of every probe
+    (the watch-phase probe.result entries a host journaled since its previous round)."""
+    started = _first(entries, "watch.started")
+    if started is None:
+        return None
+    finished = _last(entries, "watch.finished")
+    rounds: list[dict[str, Any]] = []
+    pending: dict[Any, dict[str, Any]] = {}
+    for entry in entries:
+        data = _data(entry)
+        if entry["event"] == "probe.result" and data.get("phase") == "watch":
+            pending.setdefault(entry.get("host"), {})["%s/%s" % (entry.get("component"), data.get("probe"))] = {
+                "value": data.get("value"), "verdict": data.get("verdict")}
+        elif entry["event"] == "watch.round":
+            rounds.append({"round": data.get("round"), "host": entry.get("host"), "ts": entry["ts"],
+                           "passed": data.get("passed"), "probes": pending.pop(entry.get("host"), {})})
+    return {**_pick(_data(started), ("duration_s", "interval_s", "rounds")), "started_at": started["ts"],
+            "finished_at": finished["ts"] if finished else None,
+            "reason": _data(finished).get("reason") if finished else None, "round_results": rounds}
 
 
 def snapshot_section(entries: list[Entry]) -> dict[str, Any] | None:
@@ -348,7 +371,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += _table(["component", "host", "from", "to", "state"],
                     [[row["name"], row["host"], row["from_release"], row["to_release"], row["state"]]
                      for row in report["components"]]) if report["components"] else ["No component was touched."]
-    lines += [""] + _rollback_lines(report["rollback"]) + _probe_lines(report["probes"])
+    lines += [""] + _rollback_lines(report["rollback"]) + _watch_lines(report.get("watch"))
+    lines += _probe_lines(report["probes"])
     lines += ["## Data", "", _data_line(report["data"]), "", "## Snapshot", "", _snapshot_line(report["snapshot"]), ""]
     return "\n".join(lines)
 
@@ -397,6 +421,25 @@ def _rollback_lines(rollback: dict[str, Any] | None) -> list[str]:
             else [number, "-", "**not recorded**", None, None, None]
             for number in sorted(set(ROLLBACK_STEPS) | set(by_step))]
     return ["## Rollback steps", ""] + _table(["step", "name", "status", "started", "ended", "detail"], rows) + [""]
+
+
+def _watch_lines(watch: dict[str, Any] | None) -> list[str]:
+    if watch is None:
+        return []
+    ended = ("ended %s (%s)" % (watch["finished_at"], _cell(watch["reason"])) if watch["finished_at"]
+             else "**not ended** (no watch.finished)")
+    head = ["## Watch", "", "Window of %s s, a round every %s s (%s planned); started %s, %s."
+            % (_cell(watch.get("duration_s")), _cell(watch.get("interval_s")), _cell(watch.get("rounds")),
+               watch["started_at"], ended), ""]
+    if not watch["round_results"]:
+        return head + ["No round recorded.", ""]
+    rows = [[result["round"], result["host"], result["ts"], "passed" if result["passed"] else "**failed**",
+             ", ".join("%s %s (%s)" % (name, _cell(probe["value"]), probe["verdict"])
+                       for name, probe in sorted(result["probes"].items())
+                       if probe["verdict"] not in PASSING_VERDICTS or not result["passed"])
+             or "%d probes passed" % len(result["probes"])]
+            for result in watch["round_results"]]
+    return head + _table(["round", "host", "time", "result", "probes"], rows) + [""]
 
 
 def _probe_lines(probes: list[dict[str, Any]]) -> list[str]:

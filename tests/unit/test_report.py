@@ -150,6 +150,8 @@ def test_healthy_migrate_report_has_exact_fields():
              "verdict": "pass", "value": 39.0, "baseline": 38.5, "threshold": 3.0},
         ],
         "rollback": None,
+        "watch": {"duration_s": 4, "interval_s": 2, "rounds": 2, "started_at": ts(13), "finished_at": ts(15),
+                  "reason": "window ended", "round_results": []},
         "snapshot": {"id": RUN_ID + "-redis", "keys": 120, "sha256": SHA, "verified": True},
         "data": {"keys_before": 120, "keys_after": 120, "lost": 0},
         "timeline": [
@@ -348,3 +350,27 @@ def test_a_step_failed_on_one_host_is_failed_whatever_the_other_hosts_journaled(
     step = build_report(entries)["rollback"]["steps"][0]
     assert step == {"step": 5, "name": "quick_test", "status": "failed", "started_at": "a", "ended_at": "d",
                     "detail": "tts probe failed"}
+
+
+def test_watch_rounds_carry_each_hosts_probe_values_and_verdicts():
+    def watched(host: str, value: float, verdict: str) -> tuple:
+        return ("probe.result", "tts", host, {"probe": "hit_ratio", "phase": "watch", "verdict": verdict,
+                                              "value": value, "baseline": 1.0, "threshold": 0.95, "critical": True})
+
+    entries = journal(started(), ("watch.started", None, None, {"duration_s": 60, "interval_s": 5, "rounds": 12}),
+                      watched("toy1", 1.0, "pass"), ("watch.round", None, "toy1", {"round": 1, "passed": True}),
+                      watched("toy2", 1.0, "pass"), ("watch.round", None, "toy2", {"round": 1, "passed": True}),
+                      watched("toy1", 0.4, "fail"), ("watch.round", None, "toy1", {"round": 2, "passed": False}))
+
+    report = build_report(entries)
+
+    assert report["watch"]["round_results"] == [
+        {"round": 1, "host": "toy1", "ts": ts(4), "passed": True, "probes": {"tts/hit_ratio": {"value": 1.0, "verdict": "pass"}}},
+        {"round": 1, "host": "toy2", "ts": ts(6), "passed": True, "probes": {"tts/hit_ratio": {"value": 1.0, "verdict": "pass"}}},
+        {"round": 2, "host": "toy1", "ts": ts(8), "passed": False, "probes": {"tts/hit_ratio": {"value": 0.4, "verdict": "fail"}}},
+    ]
+    assert report["watch"]["finished_at"] is None
+    markdown = render_markdown(report)
+    assert "## Watch" in markdown and "**not ended** (no watch.finished)" in markdown
+    assert "| 2 | toy1 | %s | **failed** | tts/hit_ratio 0.4 (fail) |" % ts(8) in markdown
+    assert "| 1 | toy2 | %s | passed | 1 probes passed |" % ts(6) in markdown
