@@ -132,7 +132,7 @@ EVENTS: dict[str, dict[str, Field]] = {
     },
     "watch.finished": {
         "rounds": Field(INT, "rounds run"),
-        "reason": Field(STR, "`window ended` or why it stopped"),
+        "reason": Field(STR, "`window ended`, or `halted in round N: ...` when a round failed"),
     },
     "run.paused": {
         "reason": Field(STR, "why the rollout stopped and waits for a human (an inconclusive probe whose policy is pause)"),

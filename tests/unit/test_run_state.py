@@ -165,3 +165,14 @@ EVERY_HOST_MIGRATED = [event for component, hosts in HOSTS.items() for host in h
 def test_resume_finishes_a_run_by_where_its_journal_stopped(events, action, why):
     resume = run_state(journal(*events))["resume"]
     assert resume["action"] == action and why in resume["why"], resume
+
+
+def test_a_watch_halted_by_a_failed_round_rolls_back_never_migrated():
+    halted = [started(), *PREFLIGHT, SNAPSHOT, *EVERY_HOST_MIGRATED, WATCH_STARTED,
+              ("watch.round", None, "app-3", {"round": 2, "passed": False}),
+              ("rollback.triggered", "safety", "app-3", {"trigger": {"component": "safety", "host": "app-3",
+                                                                      "probe": "p", "value": 0}}),
+              ("watch.finished", None, None, {"rounds": 2, "reason": "halted in round 2: the rollback trigger says why"})]
+    state = run_state(journal(*halted))
+    assert state["outcome"] is None and state["resume"]["action"] == "rollback"
+    assert state["watch"]["finished"] and state["rollback"]["next_step"] == 1
