@@ -230,8 +230,10 @@ status:
       C(plan) (component names), C(hosts) (component to hosts), C(waves) (C({index, component, batch, hosts, phase})
       in rollout order, canary first), C(redis_host), C(journal_host), C(aborted), C(trigger), C(snapshot),
       C(rollout_complete), C(watch), C(rollback) (C({hosts, failed, complete, next_step, components}) or null),
-      C(host_view) (per host C({components, releases, baselines, rollback})), C(finished), C(outcome) (null while
-      undecided) and C(message).
+      C(host_view) (per host C({components, releases, baselines, rollback})), C(touched) (components a rollback would
+      switch back, in plan order), C(finished), C(outcome) (null while undecided), C(message), and C(resume)
+      (C({action, why}) - what C(playbooks/resume.yml) does to finish the run - V(none), V(close), V(abort),
+      V(rollback) or V(watch)).
   returned: state=status or state=finished
   type: dict
 warnings:

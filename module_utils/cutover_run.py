@@ -187,7 +187,8 @@ def run_state(entries: list[Entry], target_entries: list[Entry] | None = None) -
         "trigger_text": describe_trigger(_data(trigger_entry).get("trigger")) if trigger_entry else None,
         "snapshot": _data(last(source, "snapshot.created")) or None,
         "rollout_complete": rollout_complete(records, component_hosts),
-        "touched": bool(targets),
+        "touched": [name for name in plan if any(target["name"] == name for host_targets in targets.values()
+                                                  for target in host_targets)],
         "watch": ({**_data(watch_started), "finished": watch_finished is not None,
                    "rounds_done": max([_data(entry)["round"] for entry in ordered if entry["event"] == "watch.round"],
                                       default=0)}
@@ -235,14 +236,7 @@ def resume_action(state: dict[str, Any]) -> dict[str, str]:
             return act("close", "the watch window ended; the run was not closed")
         return act("watch", "every component was migrated and verified; the watch was cut off, so it runs again")
     return act("rollback", "the run was cut off in stage %s after switching %s; rolling back what was switched"
-               % (state["stage"], ", ".join(switched_components(state))))
-
-
-def switched_components(state: dict[str, Any]) -> list[str]:
-    """Names of the components a rollback of this run would switch back, in plan order."""
-    switched = {name for view in state["host_view"].values()
-                for name, record in view["releases"].items() if record and (record["switched"] or record["deploying"])}
-    return [name for name in state["plan"] if name in switched]
+               % (state["stage"], ", ".join(state["touched"])))
 
 
 def host_views(component_hosts: dict[str, list[str]], plan: list[str], records: dict[str, dict[str, dict[str, Any]]],
