@@ -46,10 +46,11 @@ options:
   select:
     description:
       - With O(state=status) and no O(run_id), which run to describe. V(newest_migrate) is the newest migrate run
-        (what C(rollback.yml) rolls back by default); V(newest_unfinished) the newest run without C(run.finished).
+        (what C(rollback.yml) rolls back by default); V(newest_unfinished) the newest run without C(run.finished);
+        V(newest_watching) the newest run whose scheduled watch is open (it holds a lease, see RV(runs)).
       - The status of a run that does not exist fails, naming the runs that do.
     type: str
-    choices: [newest_migrate, newest_unfinished]
+    choices: [newest_migrate, newest_unfinished, newest_watching]
   planned:
     description:
       - Check mode only - the C(run.started) data the guard would have journaled. A dry run journals nothing, so
@@ -219,9 +220,14 @@ runs:
     finished: {description: Whether the journal holds C(run.finished)., type: bool}
     outcome: {description: Outcome from C(run.finished); null while unfinished., type: str}
     target_run_id: {description: For a rollback run, the run it rolled back., type: str}
+    lease:
+      description:
+        - "While a migrate run's scheduled watch is open: C({run_id, components, until, watcher}); a migrate of any of
+          those components is refused until the window ends (C(until)) or the watch is stopped. Null otherwise."
+      type: dict
   sample:
     - {run_id: 20261125T222114Z, playbook: migrate, target_release: migrated, started_at: "2026-11-25T22:21:14.123Z",
-       finished: true, outcome: rolled_back, target_run_id: null}
+       finished: true, outcome: rolled_back, target_run_id: null, lease: null}
 status:
   description:
     - Where the run stands, computed from its journal (for a rollback run, also from the journal of the run it rolls
@@ -231,9 +237,13 @@ status:
       in rollout order, canary first), C(redis_host), C(journal_host), C(aborted), C(trigger), C(snapshot),
       C(rollout_complete), C(watch), C(rollback) (C({hosts, failed, complete, next_step, components}) or null),
       C(host_view) (per host C({components, releases, baselines, rollback})), C(touched) (components a rollback would
-      switch back, in plan order), C(finished), C(outcome) (null while undecided), C(message), and C(resume)
+      switch back, in plan order), C(finished), C(outcome) (null while undecided), C(message), C(resume)
       (C({action, why}) - what C(playbooks/resume.yml) does to finish the run - V(none), V(close), V(abort),
-      V(rollback) or V(watch)).
+      V(rollback) or V(watch)), C(lease) (as in RV(runs)) and C(watch_next).
+    - "C(watch) is null before the watch window, else C({duration_s, interval_s, rounds, scheduled, started_at,
+      ends_at, watcher, retired, finished, ended_by, finish_reason, rounds_done}); C(watch_next) is what one call of
+      C(playbooks/watch.yml) does now: C({action, round, due_at, wait_s, why}) with action V(round), V(finish),
+      V(close), V(rollback), V(retire) or V(none)."
   returned: state=status or state=finished
   type: dict
 warnings:
@@ -308,6 +318,10 @@ def read(module: AnsibleModule, directory: str, run_id: str) -> dict[str, Any]:
     return {"changed": False, "path": path, "exists": os.path.exists(path), "entries": entries, "report": report}
 
 
+SELECTED = {"newest_migrate": "migrate", "newest_unfinished": "unfinished",
+            "newest_watching": "watched (unfinished, with a scheduled watch open)"}
+
+
 def selected_run(module: AnsibleModule, directory: str) -> str:
     """The run O(run_id) names, or the newest one O(select) asks for; fails naming the runs there are."""
     run_id, select = module.params["run_id"], module.params["select"]
@@ -316,10 +330,11 @@ def selected_run(module: AnsibleModule, directory: str) -> str:
         return run_id
     wanted = [run for run in runs
               if (select == "newest_migrate" and run["playbook"] == "migrate")
-              or (select == "newest_unfinished" and not run["finished"])]
+              or (select == "newest_unfinished" and not run["finished"])
+              or (select == "newest_watching" and run["lease"])]
     if not wanted:
         module.fail_json(msg="no %s run in the journal %s; runs there, newest first: %s" % (
-            "migrate" if select == "newest_migrate" else "unfinished", directory,
+            SELECTED[select], directory,
             ", ".join("%s (%s, %s)" % (run["run_id"], run["playbook"], run["outcome"] or "unfinished")
                       for run in runs) or "none"))
     return wanted[0]["run_id"]
@@ -382,7 +397,7 @@ def main() -> None:
             "path": {"type": "path", "required": True},
             "run_id": {"type": "str"},
             "state": {"type": "str", "choices": ["append", "read", "list", "status", "finished"], "default": "append"},
-            "select": {"type": "str", "choices": ["newest_migrate", "newest_unfinished"]},
+            "select": {"type": "str", "choices": list(SELECTED)},
             "planned": {"type": "dict"},
             "event": {"type": "str"},
             "component": {"type": "str"},

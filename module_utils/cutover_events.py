@@ -15,6 +15,9 @@ PHASES = ("baseline", "canary", "verify", "watch", "rollback")
 # "error" is only in journals written before probes were judged over measurements (now: "inconclusive").
 VERDICTS = ("pass", "fail", "inconclusive", "recorded", "error")
 OUTCOMES = ("migrated", "rolled_back", "failed", "paused")
+SCHEDULERS = ("supervisor", "systemd")
+# How a watch window ended: its time ran out, a round failed, an operator stopped it, or rollback.yml took over.
+WATCH_ENDINGS = ("window", "round", "stop", "rollback")
 COMPONENT_STATES = ("migrated", "failed", "rolled_back", "unchanged")
 STEP_STATUSES = ("ok", "failed")
 ROLLBACK_STEP_NAMES = {1: "detect", 2: "stop_application", 3: "restore_code", 4: "restart_redis_restore_data",
@@ -125,6 +128,19 @@ EVENTS: dict[str, dict[str, Field]] = {
         "duration_s": Field(INT, "length of the watch window"),
         "interval_s": Field(INT, "time between probe rounds"),
         "rounds": Field(INT, "rounds planned"),
+        "ends_at": optional(STR, "when the window ends (UTC)"),
+        "scheduled": optional(BOOL, "true when a scheduled watcher runs the rounds (playbooks/watch.yml), not the migrate"),
+    },
+    "watch.scheduled": {
+        "scheduler": Field(STR, "`supervisor` program or `systemd` timer", choices=SCHEDULERS),
+        "name": Field(STR, "the watcher's program / unit name"),
+        "host": Field(STR, "host the watcher runs on (the journal host by default)"),
+        "ends_at": Field(STR, "when the window ends (UTC)"),
+        "interval_s": Field(INT, "time between rounds"),
+    },
+    "watch.retired": {
+        "name": Field(STR, "the watcher's program / unit name"),
+        "reason": Field(STR, "why it was removed"),
     },
     "watch.round": {
         "round": Field(INT, "round number from 1"),
@@ -133,6 +149,9 @@ EVENTS: dict[str, dict[str, Field]] = {
     "watch.finished": {
         "rounds": Field(INT, "rounds run"),
         "reason": Field(STR, "`window ended`, or `halted in round N: ...` when a round failed"),
+        "ended_by": optional(STR, "`window`, `round` (a failed round), `stop` (cutover_watch_stop) or `rollback` "
+                                  "(rollback.yml by hand)", choices=WATCH_ENDINGS),
+        "by": optional(STR, "who stopped it: a user, or the rollback run"),
     },
     "run.paused": {
         "reason": Field(STR, "why the rollout stopped and waits for a human (an inconclusive probe whose policy is pause)"),

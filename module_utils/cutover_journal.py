@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any, Iterator
 
 from ansible.module_utils.cutover_events import check_event, parse_timestamp, utc_timestamp  # noqa: F401 - re-exported
+from ansible.module_utils.cutover_run import run_state
 
 RUN_ID_PATTERN = re.compile(r"^[0-9]{8}T[0-9]{6}Z(-[a-z0-9]+)?$")
 SECRET_KEY_PATTERN = re.compile(r"password|passwd|secret|token", re.IGNORECASE)
@@ -304,4 +305,5 @@ def summarise_run(run_id: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
         "finished": finished is not None,
         "outcome": ((finished.get("data") or {}).get("outcome")) if finished else None,
         "target_run_id": started_data.get("target_run_id"),
+        "lease": run_state(entries)["lease"] if started_data.get("playbook") == "migrate" and finished is None else None,
     }

@@ -4,9 +4,10 @@
 # instead of carrying facts between plays; the report is built on it. Pure functions, stdlib only.
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
-from ansible.module_utils.cutover_events import OUTCOMES, ROLLBACK_STEP_NAMES
+from ansible.module_utils.cutover_events import OUTCOMES, ROLLBACK_STEP_NAMES, parse_timestamp, utc_timestamp
 
 Entry = dict[str, Any]
 
@@ -150,7 +151,65 @@ def rollout_complete(records: dict[str, dict[str, dict[str, Any]]], hosts: dict[
                                for component, component_hosts in hosts.items() for host in component_hosts)
 
 
-def run_state(entries: list[Entry], target_entries: list[Entry] | None = None) -> dict[str, Any]:
+def watch_view(ordered: list[Entry]) -> dict[str, Any] | None:
+    """The run's watch window: its plan, when it ends, its scheduled watcher, rounds done, how it ended."""
+    started = last(ordered, "watch.started")
+    if started is None:
+        return None
+    data = _data(started)
+    ends_at = data.get("ends_at") or utc_timestamp(parse_timestamp(started["ts"]) + timedelta(seconds=data["duration_s"]))
+    scheduled, retired = last(ordered, "watch.scheduled"), last(ordered, "watch.retired")
+    finished = last(ordered, "watch.finished")
+    return {**data, "started_at": started["ts"], "ends_at": ends_at,
+            "watcher": _data(scheduled) or None,
+            "retired": retired is not None and retired["seq"] > (scheduled or {}).get("seq", 0),
+            "finished": finished is not None, "ended_by": _data(finished).get("ended_by"),
+            "finish_reason": _data(finished).get("reason"),
+            "rounds_done": max([_data(entry)["round"] for entry in ordered if entry["event"] == "watch.round"],
+                               default=0)}
+
+
+def watch_next(state: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """What one call of playbooks/watch.yml does now: {action, round, due_at, wait_s, why}.
+
+    retire (the run is finished: remove its watcher), rollback (a trigger is journaled: the six steps, then close),
+    close (the window ended or the run paused, the run is not closed yet), finish (the window's time is up: journal
+    watch.finished, then close), round (run round N once due_at is reached), none (no watch window to keep)."""
+    def act(action: str, why: str, **more: Any) -> dict[str, Any]:
+        return {"action": action, "round": None, "due_at": None, "wait_s": 0, "why": why, **more}
+
+    watch = state["watch"]
+    if state["finished"]:
+        return act("retire", "run %s is finished: %s" % (state["run_id"], state["outcome"]))
+    if state["trigger"] is not None:
+        return act("rollback", "rollback triggered: %s" % state["trigger_text"])
+    if watch is None or not state["rollout_complete"]:
+        return act("none", "run %s has no watch window (stage %s)" % (state["run_id"], state["stage"]))
+    if watch["finished"] or state["paused"]:
+        return act("close", "the watch ended (%s); the run is not closed yet"
+                   % (watch["finish_reason"] or state["paused"]["reason"]))
+    started_at, interval = parse_timestamp(watch["started_at"]), timedelta(seconds=watch["interval_s"])
+    # a watcher that was down past the window's end does not owe the rounds it missed
+    if watch["rounds_done"] >= watch["rounds"] or now >= parse_timestamp(watch["ends_at"]) + interval:
+        return act("finish", "the watch window ended at %s after %s rounds" % (watch["ends_at"], watch["rounds_done"]))
+    number = watch["rounds_done"] + 1
+    due = started_at + number * interval
+    return act("round", "round %s of %s is due at %s" % (number, watch["rounds"], utc_timestamp(due)),
+               round=number, due_at=utc_timestamp(due), wait_s=round(max(0.0, (due - now).total_seconds()), 3))
+
+
+def lease(state: dict[str, Any]) -> dict[str, Any] | None:
+    """The components a run keeps to itself while its scheduled watch is open (a migrate of them is refused)."""
+    watch = state["watch"]
+    if (state["finished"] or state["playbook"] != "migrate" or state["trigger"] is not None or not watch
+            or not watch.get("scheduled") or watch["finished"]):
+        return None
+    return {"run_id": state["run_id"], "components": state["plan"], "until": watch["ends_at"],
+            "watcher": watch["watcher"]}
+
+
+def run_state(entries: list[Entry], target_entries: list[Entry] | None = None,
+              now: datetime | None = None) -> dict[str, Any]:
     """Everything a play needs to know about a run, from its journal (and for a rollback run, its target's)."""
     ordered = sorted(entries, key=lambda entry: entry["seq"])
     started = _data(first(ordered, "run.started"))
@@ -163,7 +222,6 @@ def run_state(entries: list[Entry], target_entries: list[Entry] | None = None) -
     trigger_entry = first(ordered, "rollback.triggered")
     aborted = first(ordered, "run.aborted")
     paused = first(ordered, "run.paused")
-    watch_started, watch_finished = last(ordered, "watch.started"), last(ordered, "watch.finished")
     needs_rollback = trigger_entry is not None or playbook == "rollback"
     redis_host = started.get("redis_host") or source_started.get("redis_host")
     targets = rollback_targets(records, plan)
@@ -189,10 +247,7 @@ def run_state(entries: list[Entry], target_entries: list[Entry] | None = None) -
         "rollout_complete": rollout_complete(records, component_hosts),
         "touched": [name for name in plan if any(target["name"] == name for host_targets in targets.values()
                                                   for target in host_targets)],
-        "watch": ({**_data(watch_started), "finished": watch_finished is not None,
-                   "rounds_done": max([_data(entry)["round"] for entry in ordered if entry["event"] == "watch.round"],
-                                      default=0)}
-                  if watch_started else None),
+        "watch": watch_view(ordered),
         "rollback": rollback,
         "host_view": host_views(component_hosts, plan, records, baselines(source), rollback),
     }
@@ -203,6 +258,8 @@ def run_state(entries: list[Entry], target_entries: list[Entry] | None = None) -
     else:
         state["outcome"], state["message"] = outcome(state)
     state["resume"] = resume_action(state)
+    state["lease"] = lease(state)
+    state["watch_next"] = watch_next(state, now or datetime.now(timezone.utc))
     return state
 
 
@@ -234,7 +291,11 @@ def resume_action(state: dict[str, Any]) -> dict[str, str]:
     if state["rollout_complete"]:
         if (state["watch"] or {}).get("finished"):
             return act("close", "the watch window ended; the run was not closed")
-        return act("watch", "every component was migrated and verified; the watch was cut off, so it runs again")
+        watch = state["watch"] or {}
+        if watch.get("scheduled"):
+            return act("watch", "every component was migrated and verified; the watch window goes on until %s, its "
+                                "watcher is installed again" % watch["ends_at"])
+        return act("watch", "every component was migrated and verified; the watch was cut off, its remaining rounds run")
     return act("rollback", "the run was cut off in stage %s after switching %s; rolling back what was switched"
                % (state["stage"], ", ".join(state["touched"])))
 
@@ -278,8 +339,13 @@ def outcome(state: dict[str, Any]) -> tuple[str | None, str | None]:
         return "paused", ("rollout paused for a human on %s: %s. Components stay as they are: roll back with "
                           "playbooks/rollback.yml, or migrate again to go on" % (state["paused"]["host"],
                                                                                state["paused"]["reason"]))
-    if state["rollout_complete"] and (state["watch"] or {}).get("finished"):
-        return "migrated", "every component runs %s" % state["target_release"]
+    watch = state["watch"] or {}
+    if state["rollout_complete"] and watch.get("ended_by") == "rollback":
+        return "rolled_back", "the watch was ended by %s" % watch["finish_reason"]
+    if state["rollout_complete"] and watch.get("finished"):
+        return "migrated", "every component runs %s%s" % (
+            state["target_release"], "; the watch was stopped early: %s" % watch["finish_reason"]
+            if watch.get("ended_by") == "stop" else "")
     return None, None
 
 

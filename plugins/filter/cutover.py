@@ -152,6 +152,27 @@ def cutover_plan_hosts(plan: list[dict[str, Any]], groups: dict[str, list[str]])
     return mapping
 
 
+def cutover_lease_refusals(runs: list[dict[str, Any]], components: list[str]) -> list[str]:
+    """Why a migrate of components is refused: one line per watched run holding a lease on any of them."""
+    refusals = []
+    for run in runs:
+        held = [name for name in (run.get("lease") or {}).get("components", []) if name in components]
+        if held:
+            lease = run["lease"]
+            refusals.append("run %s is watching %s until %s (watcher %s on %s): wait for the window to end, stop it "
+                            "with playbooks/watch.yml -e cutover_watch_stop=true, or roll it back with "
+                            "playbooks/rollback.yml" % (run["run_id"], ", ".join(held), lease["until"],
+                                                        (lease.get("watcher") or {}).get("name", "not installed"),
+                                                        (lease.get("watcher") or {}).get("host", "-")))
+    return refusals
+
+
+def cutover_systemd_quote(word: Any) -> str:
+    """One word of a systemd unit's command line or Environment=, quoted: no specifier or variable expansion."""
+    text = str(word).replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("$", "$$")
+    return '"%s"' % text
+
+
 def cutover_batches(hosts: list[str], canary: int = 1, batch_size: int = 0) -> list[list[str]]:
     """Split hosts into a canary batch followed by batches of ``batch_size`` (0 = all the rest at once)."""
     if not isinstance(canary, int) or not isinstance(batch_size, int) or canary < 0 or batch_size < 0:
@@ -187,6 +208,7 @@ NUMBER_RULES: dict[str, tuple[int, str]] = {
     "cutover_deploy_start_timeout": (1, "seconds a restarted component gets to answer"),
     "cutover_watch_duration_s": (0, "seconds of the watch window"),
     "cutover_watch_interval_s": (1, "seconds between two watch rounds"),
+    "cutover_watch_inline_max_s": (0, "longest window the migrate watches itself; a longer one is scheduled"),
     "cutover_snapshot_keep": (0, "snapshots kept, 0 keeps all"),
     "cutover_rollback_start_timeout": (1, "seconds a component gets to answer in the quick test"),
     "cutover_rollback_redis_timeout": (1, "seconds Redis gets to come back"),
@@ -333,6 +355,8 @@ class FilterModule:
             "cutover_components_named": cutover_components_named,
             "cutover_restore_args": cutover_restore_args,
             "cutover_lock_takeover": cutover_lock_takeover,
+            "cutover_lease_refusals": cutover_lease_refusals,
+            "cutover_systemd_quote": cutover_systemd_quote,
             "cutover_missing_components": cutover_missing_components,
             "cutover_guard_problems": cutover_guard_problems,
             "cutover_probe_suites": cutover_probe_suites,
