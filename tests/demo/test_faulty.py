@@ -103,6 +103,20 @@ def test_safety_fail_open_allows_cached_unsafe_texts(launcher: Launcher, redis_s
     assert client.get(verdict_key(fresh)) == b"block", "the data is right, reading it is wrong"
 
 
+def test_late_fail_open_reads_verdicts_right_then_allows_cached_unsafe_texts(launcher: Launcher, redis_server,
+                                                                             monkeypatch) -> None:
+    seed_only(redis_server.port, safety=10, unsafe=5)
+    monkeypatch.setenv("TOY_TURNS_BAD_AFTER_S", "3")
+    late = launcher.start("faulty-late-fail-open", "safety", redis_server.port)
+    unsafe = "seed-unsafe-0 weapon"
+    assert late.get("/check", text=unsafe).json() == {"verdict": "block", "source": "cache"}, "right at first"
+    deadline = time.monotonic() + 10
+    while late.get("/check", text=unsafe).json()["verdict"] == "block":
+        assert time.monotonic() < deadline, "still right 10 s after start: the fault never appeared"
+        time.sleep(0.2)
+    assert late.get("/check", text=unsafe).json() == {"verdict": "allow", "source": "cache"}
+
+
 def test_alerts_lost_answers_200_but_writes_nothing(launcher: Launcher, redis_server) -> None:
     client = redis_server.client()
     migrated, faulty = launcher.start_many([("migrated", "monitoring"), ("faulty-alerts-lost", "monitoring")],

@@ -208,11 +208,37 @@ def test_list_runs_newest_first(tmp_path):
                                                                              "20261124T100000Z")]
     assert runs == [
         {"run_id": "20261125T090000Z-rollback", "playbook": "rollback", "target_release": "legacy",
-         "started_at": started[0], "finished": False, "outcome": None, "target_run_id": "20261124T100000Z"},
+         "started_at": started[0], "finished": False, "outcome": None, "target_run_id": "20261124T100000Z",
+         "lease": None},
         {"run_id": "20261124T100000Z", "playbook": "migrate", "target_release": "migrated",
-         "started_at": started[1], "finished": True, "outcome": "rolled_back", "target_run_id": None},
+         "started_at": started[1], "finished": True, "outcome": "rolled_back", "target_run_id": None,
+         "lease": None},
     ]
     assert run_module(cutover_journal.main, {"path": str(tmp_path / "none"), "state": "list"})["runs"] == []
+
+
+def test_a_run_whose_scheduled_watch_is_open_holds_a_lease_and_is_the_newest_watching(tmp_path):
+    watched = "20261124T100000Z"
+    append(tmp_path, "run.started", run_id=watched, data={**STARTED, "hosts": {"tts": ["app-1"]}})
+    append(tmp_path, "preflight.checked", run_id=watched, host="app-1", data={"checks": [], "releases": {"tts": "legacy"}})
+    for event, data in [("component.deploying", {"from_release": "legacy", "to_release": "migrated"}),
+                        ("component.switched", {"from_release": "legacy", "to_release": "migrated"}),
+                        ("component.state", {"state": "migrated", "release": "migrated"})]:
+        append(tmp_path, event, run_id=watched, host="app-1", component="tts", data=data)
+    append(tmp_path, "watch.started", run_id=watched, data={"duration_s": 86400, "interval_s": 300, "rounds": 288,
+                                                           "scheduled": True})
+    watcher = {"scheduler": "systemd", "name": "cutover-watch-x", "host": "journal-1",
+               "ends_at": "2026-11-25T10:00:00.000Z", "interval_s": 300}
+    append(tmp_path, "watch.scheduled", run_id=watched, data=watcher)
+    append(tmp_path, "run.started", run_id="20261125T090000Z", data=STARTED)
+    runs = {run["run_id"]: run for run in run_module(cutover_journal.main, {"path": str(tmp_path), "state": "list"})["runs"]}
+    assert runs[watched]["lease"]["components"] == ["tts"] and runs[watched]["lease"]["watcher"] == watcher
+    assert runs["20261125T090000Z"]["lease"] is None, "a newer run without a watch holds none"
+    status = run_module(cutover_journal.main, {"path": str(tmp_path), "state": "status", "select": "newest_watching"})
+    assert status["status"]["run_id"] == watched
+    append(tmp_path, "watch.finished", run_id=watched, data={"rounds": 3, "reason": "stopped by a: b", "ended_by": "stop"})
+    with pytest.raises(ModuleFailed, match="no watched .unfinished, with a scheduled watch open. run"):
+        run_module(cutover_journal.main, {"path": str(tmp_path), "state": "status", "select": "newest_watching"})
 
 
 @pytest.mark.parametrize("args, message", [
@@ -240,7 +266,7 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path, args, message
 
 KNOWN_EVENTS = ("run.started, run.aborted, preflight.checked, snapshot.created, component.deploying, "
                 "component.switched, component.state, component.stopped, component.started, probe.result, "
-                "watch.started, watch.round, watch.finished, rollback.triggered, rollback.step, data.audited, "
+                "watch.started, watch.scheduled, watch.round, watch.finished, watch.retired, rollback.triggered, rollback.step, data.audited, "
                 "run.finished, run.unlocked, run.paused")
 
 

@@ -24,6 +24,8 @@ CASES = {
                         ["cutover_service_manager", "supervisor, systemd", "upstart"]),
     "watch": ({"cutover_watch_duration_s": "abc"}, ["cutover_watch_duration_s", "int"]),
     "watch interval": ({"cutover_watch_interval_s": 0}, ["cutover_watch_interval_s must be >= 1"]),
+    "watch inline max": ({"cutover_watch_inline_max_s": -5}, ["cutover_watch_inline_max_s must be >= 0"]),
+    "watch scheduler": ({"cutover_watch_scheduler": "cron"}, ["cutover_watch_scheduler", "supervisor, systemd", "cron"]),
     "deploy canary": ({"cutover_deploy_canary_hosts": -1}, ["cutover_deploy_canary_hosts must be >= 0"]),
     "deploy start timeout": ({"cutover_deploy_start_timeout": "soon"}, ["cutover_deploy_start_timeout", "int"]),
     "snapshot mode": ({"cutover_snapshot_mode": "zip"}, ["cutover_snapshot_mode", "logical, rdb, replica", "zip"]),

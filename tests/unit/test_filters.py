@@ -154,3 +154,20 @@ LOCK = {"run_id": "R1", "owner": {"controller": "ops1", "user": "u", "playbook":
 def test_lock_takeover_only_when_the_holder_is_known_to_be_gone(lock, controller, process, force, takeover, why):
     verdict = filters.cutover_lock_takeover(lock, "R1", controller, process, force)
     assert verdict["takeover"] is takeover and why in verdict["why"], verdict
+
+
+def test_lease_refusals_name_the_watched_run_its_components_and_window_end():
+    watcher = {"scheduler": "supervisor", "name": "cutover-watch-x", "host": "journal-1"}
+    runs = [{"run_id": "20261205T010000Z", "lease": {"components": ["tts", "safety"], "until": "2026-12-06T01:00:00Z",
+                                                    "watcher": watcher}},
+            {"run_id": "20261204T010000Z", "lease": None}]
+    assert filters.cutover_lease_refusals(runs, ["ai", "monitoring"]) == []
+    refusal, = filters.cutover_lease_refusals(runs, ["safety", "ai"])
+    assert refusal.startswith("run 20261205T010000Z is watching safety until 2026-12-06T01:00:00Z "
+                              "(watcher cutover-watch-x on journal-1)")
+    assert "cutover_watch_stop=true" in refusal and "rollback.yml" in refusal
+
+
+def test_systemd_quote_keeps_every_word_literal():
+    assert filters.cutover_systemd_quote("/usr/bin/ansible-playbook") == '"/usr/bin/ansible-playbook"'
+    assert filters.cutover_systemd_quote('50% of $HOME "x" \\') == '"50%% of $$HOME \\"x\\" \\\\"'

@@ -1,6 +1,7 @@
 """Where a run stands, from its journal alone (module_utils/cutover_run.py): the answer every play starts from."""
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -176,3 +177,82 @@ def test_a_watch_halted_by_a_failed_round_rolls_back_never_migrated():
     state = run_state(journal(*halted))
     assert state["outcome"] is None and state["resume"]["action"] == "rollback"
     assert state["watch"]["finished"] and state["rollback"]["next_step"] == 1
+
+
+# ---- the scheduled watch: what one call of playbooks/watch.yml does, the lease, how the window ends ----
+
+ALL_MIGRATED = PREFLIGHT + deployed("tts", "app-1") + deployed("tts", "app-2") + deployed("safety", "app-2") \
+    + deployed("safety", "app-3")
+WATCH_START = datetime(2026, 12, 4, 11, 0, 0, tzinfo=timezone.utc)
+SCHEDULED = [("watch.started", None, None, {"duration_s": 600, "interval_s": 60, "rounds": 10, "scheduled": True}),
+             ("watch.scheduled", None, "journal-1", {"scheduler": "supervisor", "name": "cutover-watch-x",
+                                                     "host": "journal-1", "ends_at": "2026-12-04T11:10:00.000Z",
+                                                     "interval_s": 60})]
+
+
+def watched(*more: tuple) -> list[dict[str, Any]]:
+    entries = journal(started(), *ALL_MIGRATED, *SCHEDULED, *more)
+    watch_started = next(entry for entry in entries if entry["event"] == "watch.started")
+    watch_started["ts"] = "2026-12-04T11:00:00.000Z"
+    return entries
+
+
+def at(minutes: float) -> datetime:
+    return WATCH_START + timedelta(minutes=minutes)
+
+
+def rounds(*numbers: int) -> list[tuple]:
+    return [("watch.round", None, host, {"round": number, "passed": True}) for number in numbers
+            for host in ("app-1", "app-2", "app-3")]
+
+
+def test_a_scheduled_watch_runs_the_next_round_when_it_is_due_and_holds_a_lease():
+    state = run_state(watched(*rounds(1, 2)), now=at(2.5))
+    assert state["watch"]["ends_at"] == "2026-12-04T11:10:00.000Z" and state["watch"]["rounds_done"] == 2
+    assert state["watch_next"] == {"action": "round", "round": 3, "due_at": "2026-12-04T11:03:00.000Z",
+                                   "wait_s": 30.0, "why": "round 3 of 10 is due at 2026-12-04T11:03:00.000Z"}
+    assert state["lease"] == {"run_id": RUN, "components": ["tts", "safety"], "until": "2026-12-04T11:10:00.000Z",
+                              "watcher": SCHEDULED[1][3]}
+    assert state["outcome"] is None and state["resume"]["action"] == "watch"
+    assert "goes on until 2026-12-04T11:10:00.000Z" in state["resume"]["why"], "resume continues the window"
+
+
+def test_a_watcher_that_was_down_runs_the_missed_round_at_once_and_ends_the_window_on_time():
+    assert run_state(watched(*rounds(1)), now=at(7.2))["watch_next"]["wait_s"] == 0
+    late = run_state(watched(*rounds(1)), now=at(11.5))["watch_next"]
+    assert late["action"] == "finish" and "ended at 2026-12-04T11:10:00.000Z after 1 rounds" in late["why"]
+    assert run_state(watched(*rounds(*range(1, 11))), now=at(9.9))["watch_next"]["action"] == "finish"
+
+
+@pytest.mark.parametrize("ended_by, reason, outcome, message", [
+    ("window", "window ended", "migrated", "every component runs migrated"),
+    ("stop", "stopped by alice: quiet night", "migrated",
+     "every component runs migrated; the watch was stopped early: stopped by alice: quiet night"),
+    ("rollback", "rollback run 20261204T120000Z-rollback by bob: pager", "rolled_back",
+     "the watch was ended by rollback run 20261204T120000Z-rollback by bob: pager"),
+])
+def test_how_the_window_ended_decides_the_outcome_and_frees_the_lease(ended_by, reason, outcome, message):
+    ended = ("watch.finished", None, None, {"rounds": 2, "reason": reason, "ended_by": ended_by})
+    state = run_state(watched(*rounds(1, 2), ended), now=at(3))
+    assert (state["outcome"], state["message"]) == (outcome, message)
+    assert state["lease"] is None and state["watch_next"]["action"] == "close"
+    assert not state["watch"]["retired"], "closing the run retires the watcher"
+
+
+def test_a_failed_scheduled_round_rolls_back_and_the_finished_run_retires_its_watcher():
+    failing = run_state(watched(*rounds(1), TRIGGER), now=at(2))
+    assert failing["watch_next"]["action"] == "rollback" and failing["lease"] is None
+    assert failing["rollback"]["next_step"] == 1
+    closed = run_state(watched(*rounds(1), TRIGGER, ("run.finished", None, None,
+                                                     {"outcome": "rolled_back", "message": "m"})), now=at(2))
+    assert closed["watch_next"]["action"] == "retire"
+    retired = run_state(watched(("watch.retired", None, None, {"name": "cutover-watch-x", "reason": "r"})), now=at(1))
+    assert retired["watch"]["retired"]
+
+
+def test_an_inline_watch_holds_no_lease_and_a_run_without_a_watch_has_nothing_to_watch():
+    inline = journal(started(), *ALL_MIGRATED, ("watch.started", None, None,
+                                                {"duration_s": 60, "interval_s": 10, "rounds": 6}))
+    assert run_state(inline)["lease"] is None
+    assert "remaining rounds run" in run_state(inline)["resume"]["why"]
+    assert run_state(journal(started(), *PREFLIGHT))["watch_next"]["action"] == "none"
