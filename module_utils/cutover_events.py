@@ -15,7 +15,7 @@ PHASES = ("baseline", "canary", "verify", "watch", "rollback")
 # "error" is only in journals written before probes were judged over measurements (now: "inconclusive").
 VERDICTS = ("pass", "fail", "inconclusive", "recorded", "error")
 OUTCOMES = ("migrated", "rolled_back", "failed", "paused")
-SCHEDULERS = ("supervisor", "systemd")
+SCHEDULERS = ("supervisor", "systemd", "none")
 # How a watch window ended: its time ran out, a round failed, an operator stopped it, or rollback.yml took over.
 WATCH_ENDINGS = ("window", "round", "stop", "rollback")
 COMPONENT_STATES = ("migrated", "failed", "rolled_back", "unchanged")
@@ -132,7 +132,8 @@ EVENTS: dict[str, dict[str, Field]] = {
         "scheduled": optional(BOOL, "true when a scheduled watcher runs the rounds (playbooks/watch.yml), not the migrate"),
     },
     "watch.scheduled": {
-        "scheduler": Field(STR, "`supervisor` program or `systemd` timer", choices=SCHEDULERS),
+        "scheduler": Field(STR, "`supervisor` program, `systemd` timer, or `none` (an external schedule, e.g. AWX)",
+                           choices=SCHEDULERS),
         "name": Field(STR, "the watcher's program / unit name"),
         "host": Field(STR, "host the watcher runs on (the journal host by default)"),
         "ends_at": Field(STR, "when the window ends (UTC)"),

@@ -99,9 +99,13 @@ def watch_section(entries: list[Entry]) -> dict[str, Any] | None:
         elif entry["event"] == "watch.round":
             rounds.append({"round": data.get("round"), "host": entry.get("host"), "ts": entry["ts"],
                            "passed": data.get("passed"), "probes": pending.pop(entry.get("host"), {})})
+    scheduled = _last(entries, "watch.scheduled")
     return {**_pick(_data(started), ("duration_s", "interval_s", "rounds")), "started_at": started["ts"],
             "finished_at": finished["ts"] if finished else None,
-            "reason": _data(finished).get("reason") if finished else None, "round_results": rounds}
+            "reason": _data(finished).get("reason") if finished else None,
+            "ended_by": _data(finished).get("ended_by") if finished else None,
+            "watcher": _pick(_data(scheduled), ("scheduler", "name", "host")) if scheduled else None,
+            "round_results": rounds}
 
 
 def snapshot_section(entries: list[Entry]) -> dict[str, Any] | None:
@@ -428,9 +432,12 @@ def _watch_lines(watch: dict[str, Any] | None) -> list[str]:
         return []
     ended = ("ended %s (%s)" % (watch["finished_at"], _cell(watch["reason"])) if watch["finished_at"]
              else "**not ended** (no watch.finished)")
-    head = ["## Watch", "", "Window of %s s, a round every %s s (%s planned); started %s, %s."
+    watcher = watch.get("watcher")
+    by = (" Rounds run by the scheduled watcher %s (%s on %s), not by the migrate."
+          % (watcher["name"], watcher["scheduler"], watcher["host"]) if watcher else "")
+    head = ["## Watch", "", "Window of %s s, a round every %s s (%s planned); started %s, %s.%s"
             % (_cell(watch.get("duration_s")), _cell(watch.get("interval_s")), _cell(watch.get("rounds")),
-               watch["started_at"], ended), ""]
+               watch["started_at"], ended, by), ""]
     if not watch["round_results"]:
         return head + ["No round recorded.", ""]
     rows = [[result["round"], result["host"], result["ts"], "passed" if result["passed"] else "**failed**",

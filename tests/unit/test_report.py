@@ -151,7 +151,7 @@ def test_healthy_migrate_report_has_exact_fields():
         ],
         "rollback": None,
         "watch": {"duration_s": 4, "interval_s": 2, "rounds": 2, "started_at": ts(13), "finished_at": ts(15),
-                  "reason": "window ended", "round_results": []},
+                  "reason": "window ended", "ended_by": None, "watcher": None, "round_results": []},
         "snapshot": {"id": RUN_ID + "-redis", "keys": 120, "sha256": SHA, "verified": True},
         "data": {"keys_before": 120, "keys_after": 120, "lost": 0},
         "timeline": [
