@@ -59,6 +59,8 @@ EVENTS: dict[str, dict[str, Field]] = {
         "redis_host": optional(STR, "host that snapshots and restores Redis"),
         "journal_host": optional(STR, "host keeping the lock and this journal"),
         "pid": optional(INT, "process id of the controller's ansible-playbook"),
+        "settings": optional(DICT, "rollback settings of the run, `{restore_policy, restart_redis}`: a rollback "
+                                   "resumed or run by the scheduled watcher uses them"),
     },
     "run.aborted": {
         "stage": Field(STR, "`preflight`, `snapshot`, `baseline`: where the run stopped before changing anything"),

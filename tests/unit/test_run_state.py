@@ -256,3 +256,9 @@ def test_an_inline_watch_holds_no_lease_and_a_run_without_a_watch_has_nothing_to
     assert run_state(inline)["lease"] is None
     assert "remaining rounds run" in run_state(inline)["resume"]["why"]
     assert run_state(journal(started(), *PREFLIGHT))["watch_next"]["action"] == "none"
+
+
+def test_the_rollback_settings_of_a_run_come_from_its_run_started():
+    settings = {"restore_policy": "whole_rdb", "restart_redis": "if_unhealthy"}
+    assert run_state(journal(started(settings=settings)))["settings"] == settings
+    assert run_state(journal(started()))["settings"] == {}, "a journal from before settings were recorded"
