@@ -130,7 +130,6 @@ EVENTS: dict[str, dict[str, Field]] = {
         "duration_s": Field(INT, "length of the watch window"),
         "interval_s": Field(INT, "time between probe rounds"),
         "rounds": Field(INT, "rounds planned"),
-        "ends_at": optional(STR, "when the window ends (UTC)"),
         "scheduled": optional(BOOL, "true when a scheduled watcher runs the rounds (playbooks/watch.yml), not the migrate"),
     },
     "watch.scheduled": {

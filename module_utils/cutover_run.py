@@ -157,7 +157,7 @@ def watch_view(ordered: list[Entry]) -> dict[str, Any] | None:
     if started is None:
         return None
     data = _data(started)
-    ends_at = data.get("ends_at") or utc_timestamp(parse_timestamp(started["ts"]) + timedelta(seconds=data["duration_s"]))
+    ends_at = utc_timestamp(parse_timestamp(started["ts"]) + timedelta(seconds=data["duration_s"]))
     scheduled, retired = last(ordered, "watch.scheduled"), last(ordered, "watch.retired")
     finished = last(ordered, "watch.finished")
     return {**data, "started_at": started["ts"], "ends_at": ends_at,
