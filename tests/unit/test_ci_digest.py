@@ -1,0 +1,37 @@
+"""The CI failure digest (.ci/digest.py): what failed in a make test log, printed last where a CI tail shows it."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+DIGEST = Path(__file__).resolve().parents[2] / ".ci" / "digest.py"
+spec = importlib.util.spec_from_file_location("ci_digest", DIGEST)
+digest = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(digest)
+
+LOG = """\
+\x1b[0;31mfatal: [localhost]: FAILED! => \x1b[0m
+\x1b[0;31m    changed: false\x1b[0m
+\x1b[0;31m    msg: 'ignored on purpose'\x1b[0m
+\x1b[0;36m...ignoring\x1b[0m
+
+TASK [Check the faults roll back] ****
+  \x1b[2m\u2502\x1b[0m failed: [localhost] (item=canary_fault) =>
+  \x1b[2m\u2502\x1b[0m     msg: 'canary_fault: steps {app-1: [1, 2, 3, 5]}'
+
+PLAY RECAP ****
+FAILED tests/demo/test_faulty.py::test_pool_swallow - assert 0.65 <= 0.5
+"""
+
+
+def test_the_digest_shows_each_failure_with_its_result_lines_and_leaves_out_ignored_ones(tmp_path, capsys) -> None:
+    log = tmp_path / "make-test.log"
+    log.write_text(LOG)
+
+    assert digest.main(str(log)) == 0
+
+    out = capsys.readouterr().out
+    assert "ignored on purpose" not in out
+    assert "failed: [localhost] (item=canary_fault) =>\n    msg: 'canary_fault: steps {app-1: [1, 2, 3, 5]}'" in out
+    assert "FAILED tests/demo/test_faulty.py::test_pool_swallow - assert 0.65 <= 0.5" in out
+    assert "(2 blocks," in out and "\x1b" not in out
