@@ -67,6 +67,15 @@ options:
       C(stderr_lines), C(controls)); each negative control the validator accepted is a failed
       C(validator_negative/<name>) check.
     type: dict
+  watcher:
+    description:
+      - On one host of the run, the registered loop results of M(ansible.builtin.stat) on the scheduled watcher's
+        host, one per item of the C(cutover_watcher_needs) filter (C({name, path, want, host})). Each is a
+        C(watcher/<name>) check - the path exists and is a file, a folder or an executable as C(want) says - so a
+        scheduled watch that could not run is refused before anything changes.
+    type: list
+    elements: dict
+    default: []
   host_label:
     description: Host name written into the journal entry.
     type: str
@@ -215,6 +224,33 @@ def target_plan(params: dict[str, Any], view: Any, name: str) -> dict[str, Any]:
     return plan
 
 
+WANTS = {
+    "file": ("a file", lambda stat: stat.get("isreg", False)),
+    "directory": ("a folder", lambda stat: stat.get("isdir", False)),
+    "executable": ("an executable file", lambda stat: stat.get("isreg", False) and stat.get("executable", False)),
+    "exists": ("there", lambda stat: True),
+}
+
+
+def watcher_checks(found: list[dict[str, Any]]) -> list[Check]:
+    """One check per path the scheduled watcher needs on its host (stat results looped over cutover_watcher_needs)."""
+    checks = []
+    for result in found:
+        need, stat = result["item"], result.get("stat") or {}
+        wanted, matches = WANTS[need["want"]]
+        where = "%s %s on %s" % (need["name"], need["path"], need["host"])
+        if result.get("unreachable") or result.get("failed"):
+            checks.append(check("watcher/%s" % need["name"], False, "%s could not be looked at: %s"
+                                % (where, result.get("msg", "unreachable"))))
+        elif not stat.get("exists"):
+            checks.append(check("watcher/%s" % need["name"], False, "%s does not exist; the scheduled watcher needs it "
+                                "(%s)" % (where, wanted)))
+        else:
+            checks.append(check("watcher/%s" % need["name"], matches(stat), "%s is %s" % (where, wanted) if matches(stat)
+                                else "%s is not %s" % (where, wanted)))
+    return checks
+
+
 def process_manager_check(params: dict[str, Any], components: list[dict[str, Any]]) -> list[Check]:
     services = [component.get("service") or "cutover-%s" % component["name"] for component in components
                 if component.get("kind", "service") == "service"]
@@ -249,6 +285,7 @@ def main() -> None:
             min_memory_headroom_mb=dict(type="float", default=64.0),
             snapshot=dict(type="dict"),
             validator=dict(type="dict"),
+            watcher=dict(type="list", elements="dict", default=[]),
             host_label=dict(type="str"),
             **service_manager_argument_spec(),
         ),
@@ -263,6 +300,7 @@ def main() -> None:
         checks += component_checks
     checks += process_manager_check(params, params["components"])
     checks += validator_check(params["validator"], params["target_release"])
+    checks += watcher_checks(params["watcher"])
     failed = [item for item in checks if not item["ok"]]
     host = params["host_label"]
     msg = ("preflight refused the run on %s, nothing was changed: %s"

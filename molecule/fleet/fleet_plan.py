@@ -3,9 +3,9 @@
     fleet_plan.py STATE_FILE REQUEST_JSON
 
 REQUEST_JSON: {"addresses": {host: address}, "services": {name: [address, ...]}, "base_prefix": "/var/tmp/x-",
-"python": path, "wheels": path}. STATE_FILE gets {"id", "base", "sshd_dir", "control_dir", "python", "wheels",
-"hosts": {host: {"address", "ssh_port", "user", "home"}}, "ports": {name: port}}: each ssh port is free on its
-host's address, each service port on every address that serves it, no two ports are equal.
+"python": path, "station_python": path, "wheels": path}. STATE_FILE gets {"id", "base", "sshd_dir", "control_dir",
+"python", "station_python", "wheels", "hosts": {host: {"address", "ssh_port", "user", "home"}}, "ports": {name: port}}:
+each ssh port is free on its host's address, each service port on every address that serves it, no two ports are equal.
 
 Ports come from below the kernel's ephemeral range, like molecule/shared/free_ports.py: the servers and
 clients of tests running beside the scenario take ephemeral ports, which a port picked here must not be."""
@@ -64,6 +64,7 @@ def plan(request: dict[str, Any]) -> dict[str, Any]:
         "sshd_dir": base + "/sshd",
         "control_dir": base + "/cp",
         "python": request["python"],
+        "station_python": request["station_python"],
         "wheels": request["wheels"],
         "hosts": hosts,
         "ports": {name: pick(addresses, taken) for name, addresses in request["services"].items()},

@@ -167,6 +167,21 @@ def cutover_lease_refusals(runs: list[dict[str, Any]], components: list[str]) ->
     return refusals
 
 
+def cutover_watcher_needs(paths: dict[str, Any], scheduler: str) -> list[dict[str, str]]:
+    """What a scheduled watcher needs on its host, as {name (the variable), path, want (file, directory, executable,
+    exists)}: its ansible-playbook, the project's watch.yml, each inventory source that is a path, and the folder
+    its scheduler's files go into. An inventory source with a comma is a host list, not a path."""
+    needs = [{"name": "cutover_watch_ansible_playbook", "path": paths["cutover_watch_ansible_playbook"], "want": "executable"},
+             {"name": "cutover_watch_project_dir", "path": "%s/playbooks/watch.yml" % paths["cutover_watch_project_dir"],
+              "want": "file"}]
+    needs += [{"name": "cutover_watch_inventory", "path": source, "want": "exists"}
+              for source in paths["cutover_watch_inventory"] if "," not in source]
+    folder = {"supervisor": "cutover_watch_supervisor_include_dir", "systemd": "cutover_watch_unit_dir"}.get(scheduler)
+    if folder:
+        needs.append({"name": folder, "path": paths[folder], "want": "directory"})
+    return needs
+
+
 def cutover_systemd_quote(word: Any) -> str:
     """One word of a systemd unit's command line or Environment=, quoted: no specifier or variable expansion."""
     text = str(word).replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("$", "$$")
@@ -357,6 +372,7 @@ class FilterModule:
             "cutover_lock_takeover": cutover_lock_takeover,
             "cutover_lease_refusals": cutover_lease_refusals,
             "cutover_systemd_quote": cutover_systemd_quote,
+            "cutover_watcher_needs": cutover_watcher_needs,
             "cutover_missing_components": cutover_missing_components,
             "cutover_guard_problems": cutover_guard_problems,
             "cutover_probe_suites": cutover_probe_suites,

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+from ansible.modules import stat as stat_module
 
 import cutover_preflight
 import cutover_redis_info
@@ -20,6 +21,9 @@ from ansible.module_utils.cutover_events import check_event
 from cutover_testlib import free_port, run_module
 from test_release import tree_listing
 from test_service import Program, Supervisord, new_marker, running_supervisord, supervisor_dir, write_service
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins" / "filter"))
+import cutover as filters  # noqa: E402
 
 HOST = "app-1"
 TARGET = "migrated"
@@ -271,3 +275,48 @@ def test_a_python_that_does_not_exist_fails_env_of_every_component_and_every_oth
     assert result["targets"] == {"tts": {}, "safety": {}, "monitoring": {}}
     assert result["passed"] is False
     assert result["msg"] == refusal(*(checks[name] for name in failed(result)))
+
+
+
+def stat_results(needs: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """What a looped ansible.builtin.stat registers for these needs: ansible-core's stat module run on each path."""
+    return [dict(run_module(stat_module.main, {"path": need["path"]}), item=need) for need in needs]
+
+
+def test_what_a_scheduled_watcher_needs_is_looked_at_on_its_host_and_each_missing_piece_is_refused(host, tmp_path):
+    station = tmp_path / "station"
+    (station / "project" / "playbooks").mkdir(parents=True)
+    (station / "project" / "playbooks" / "watch.yml").write_text("---\n")
+    (station / "bin").mkdir()
+    (station / "bin" / "ansible-playbook").write_text("#!/bin/sh\n")
+    (station / "conf.d").mkdir()
+    paths = {"cutover_watch_ansible_playbook": str(station / "bin" / "ansible-playbook"),
+             "cutover_watch_project_dir": str(station / "project"),
+             "cutover_watch_inventory": [str(station / "inventory")],
+             "cutover_watch_supervisor_include_dir": str(station / "conf.d"), "cutover_watch_unit_dir": "/nowhere"}
+    needs = [dict(need, host="journal-1") for need in filters.cutover_watcher_needs(paths, "supervisor")]
+
+    refused = preflight(host, watcher=stat_results(needs))
+
+    assert failed(refused) == ["watcher/cutover_watch_ansible_playbook", "watcher/cutover_watch_inventory"]
+    checks = by_name(refused)
+    assert checks["watcher/cutover_watch_ansible_playbook"]["detail"] == (
+        "cutover_watch_ansible_playbook %s on journal-1 is not an executable file" % paths["cutover_watch_ansible_playbook"])
+    assert checks["watcher/cutover_watch_inventory"]["detail"] == (
+        "cutover_watch_inventory %s on journal-1 does not exist; the scheduled watcher needs it (there)"
+        % paths["cutover_watch_inventory"][0])
+    assert checks["watcher/cutover_watch_project_dir"]["ok"] and checks["watcher/cutover_watch_supervisor_include_dir"]["ok"]
+    assert refused["passed"] is False and "watcher/cutover_watch_inventory" in refused["msg"]
+
+    (station / "bin" / "ansible-playbook").chmod(0o755)
+    (station / "inventory").write_text("all: {}\n")
+    passed = preflight(host, watcher=stat_results(needs))
+    assert [name for name in names(passed) if name.startswith("watcher/")] == [
+        "watcher/cutover_watch_ansible_playbook", "watcher/cutover_watch_project_dir", "watcher/cutover_watch_inventory",
+        "watcher/cutover_watch_supervisor_include_dir"]
+    assert passed["passed"] is True
+
+    unreachable = preflight(host, watcher=[{"item": needs[0], "unreachable": True, "msg": "ssh: connect refused"}])
+    assert by_name(unreachable)["watcher/cutover_watch_ansible_playbook"]["detail"] == (
+        "cutover_watch_ansible_playbook %s on journal-1 could not be looked at: ssh: connect refused"
+        % paths["cutover_watch_ansible_playbook"])

@@ -168,6 +168,20 @@ def test_lease_refusals_name_the_watched_run_its_components_and_window_end():
     assert "cutover_watch_stop=true" in refusal and "rollback.yml" in refusal
 
 
+
+def test_watcher_needs_names_each_variable_and_the_folder_of_its_scheduler() -> None:
+    paths = {"cutover_watch_ansible_playbook": "/opt/venv/bin/ansible-playbook", "cutover_watch_project_dir": "/srv/cutover",
+             "cutover_watch_inventory": ["/srv/inv/hosts.yml", "web1,web2,"],
+             "cutover_watch_supervisor_include_dir": "/etc/supervisor/conf.d", "cutover_watch_unit_dir": "/etc/systemd/system"}
+    needs = filters.cutover_watcher_needs(paths, "supervisor")
+    assert [(need["name"], need["path"], need["want"]) for need in needs] == [
+        ("cutover_watch_ansible_playbook", "/opt/venv/bin/ansible-playbook", "executable"),
+        ("cutover_watch_project_dir", "/srv/cutover/playbooks/watch.yml", "file"),
+        ("cutover_watch_inventory", "/srv/inv/hosts.yml", "exists"),
+        ("cutover_watch_supervisor_include_dir", "/etc/supervisor/conf.d", "directory")]
+    assert filters.cutover_watcher_needs(paths, "systemd")[-1]["name"] == "cutover_watch_unit_dir"
+    assert [need["name"] for need in filters.cutover_watcher_needs(paths, "none")][-1] == "cutover_watch_inventory"
+
 def test_systemd_quote_keeps_every_word_literal():
     assert filters.cutover_systemd_quote("/usr/bin/ansible-playbook") == '"/usr/bin/ansible-playbook"'
     assert filters.cutover_systemd_quote('50% of $HOME "x" \\') == '"50%% of $$HOME \\"x\\" \\\\"'
