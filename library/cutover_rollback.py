@@ -12,7 +12,9 @@ description:
   - Step V(1) (detect) reads each target's release registry on this host and checks the release it goes back to is
     installed; on the Redis host it checks the run's snapshot is there (O(snapshot)). Nothing is changed.
   - Step V(2) (stop the application) puts the targets in maintenance mode (C(<app_root>/<component>/MAINTENANCE))
-    and stops their services at once, returning when every old process is gone.
+    and stops their services at once, returning when every old process is gone. A target that is back already -
+    its C(current) is its previous release and its process started after that link last moved (a second
+    rollback of the same run) - keeps serving, neither stopped nor put in maintenance.
   - Step V(3) (restore the old code) switches each target's C(current) back to its previous release and marks the
     release it leaves failed (kept, outside the keep-N count).
   - Step V(5) (quick test) starts the targets' services at once (still in maintenance mode), waits until each answers
@@ -132,7 +134,9 @@ journal:
 import os
 import platform
 import sys
+import time
 import traceback
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
@@ -142,7 +146,7 @@ from ansible.module_utils.cutover_redis import redis_connection_argument_spec
 from ansible.module_utils.cutover_release import ReleaseError, ReleaseRequest, inspect_component, run_request
 from ansible.module_utils.cutover_services import (
     SERVICE_MANAGER_REQUIRED_IF, ServiceError, maintenance_path, manager, service_manager_argument_spec,
-    set_maintenance, start_services, stop_services,
+    process_age_s, set_maintenance, start_services, stop_services,
 )
 from ansible.module_utils.cutover_judge import summarize
 
@@ -172,6 +176,10 @@ class Step:
                                           % target.get("name"))
             joined.append({**plan[target["name"]], **target})
         return joined
+
+    @property
+    def targets_by_name(self) -> dict[str, dict[str, Any]]:
+        return {target["name"]: target for target in self.targets}
 
     @property
     def services(self) -> list[dict[str, Any]]:
@@ -219,19 +227,39 @@ class Step:
                                                        "; ".join(parts) or "nothing here")
 
     # ---- step 2
+    def back_already(self, handle: Any) -> dict[str, str]:
+        """Targets that run their previous release already: component -> since when (the process started after
+        `current` last moved to that release, so it loaded it)."""
+        pids = handle.pids([self.service_name(target) for target in self.services])
+        back = {}
+        for target in self.services:
+            age_s = process_age_s(pids[self.service_name(target)])
+            if age_s is None or inspect_component(self.root(target["name"]), target["name"]).link_release \
+                    != target["from_release"]:
+                continue
+            link_age_s = time.time() - os.lstat(os.path.join(self.root(target["name"]), "current")).st_mtime
+            if age_s < link_age_s:
+                back[target["name"]] = utc_timestamp(datetime.now(timezone.utc) - timedelta(seconds=age_s))
+        return back
+
     def stop(self) -> str:
         note = "rollback of run %s by run %s" % (self.params["target_run_id"] or self.params["run_id"],
                                                  self.params["run_id"])
-        for target in self.services:
-            self.changed |= self.maintenance(target["name"], True, note)
         if not self.services:
             return "no service to stop on %s" % self.host
+        handle = self.manager()
+        back = self.back_already(handle)
+        to_stop = [target for target in self.services if target["name"] not in back]
+        for target in to_stop:
+            self.changed |= self.maintenance(target["name"], True, note)
+        kept = ["%s (runs %s since %s: kept serving)" % (name, self.targets_by_name[name]["from_release"], since)
+                for name, since in back.items()]
         if self.module.check_mode:
-            return "would stop %s" % ", ".join(target["name"] for target in self.services)
-        stopped = stop_services(self.manager(), [self.service_name(target) for target in self.services],
-                                self.params["stop_timeout"])
+            return "would stop %s" % ", ".join([target["name"] for target in to_stop] + kept)
+        stopped = (stop_services(handle, [self.service_name(target) for target in to_stop], self.params["stop_timeout"])
+                   if to_stop else {})
         parts = []
-        for target in self.services:
+        for target in to_stop:
             done = stopped[self.service_name(target)]
             if done["was_running"]:
                 self.changed = True
@@ -241,7 +269,7 @@ class Step:
                 parts.append("%s (pid %s)" % (target["name"], done["pid"]))
             else:
                 parts.append("%s (was not running)" % target["name"])
-        return "stopped %s" % ", ".join(parts)
+        return ("stopped %s" % ", ".join(parts) if parts else "stopped nothing") + ("; " + ", ".join(kept) if kept else "")
 
     # ---- step 3
     def release_request(self, target: dict[str, Any], release: str, state: str, reason: str | None = None

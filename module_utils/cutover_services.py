@@ -95,6 +95,20 @@ def process_gone(pid: int | None) -> bool:
         return True
 
 
+def process_age_s(pid: int | None) -> float | None:
+    """Seconds since the process started (from /proc, to the clock tick), or None when it is gone."""
+    if not pid:
+        return None
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as stat:
+            start_ticks = int(stat.read().rsplit(b")", 1)[1].split()[19])
+        with open("/proc/uptime", "rb") as uptime:
+            up_s = float(uptime.read().split()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+    return max(0.0, up_s - start_ticks / os.sysconf("SC_CLK_TCK"))
+
+
 class Supervisor:
     name = "supervisor"
 

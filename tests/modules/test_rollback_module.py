@@ -316,6 +316,44 @@ def test_steps_5_and_6_again_start_nothing(app):
     assert again["changed"] is False
 
 
+def test_a_second_rollback_keeps_what_runs_its_previous_release_serving(app):
+    roll_code_back(app)
+    rollback(app, [5, 6])
+    after_first = app.state()
+    assert after_first["flags"] == {"tts": False, "safety": False}
+
+    again = rollback(app, [1, 2, 3]) | {"more": rollback(app, [5, 6])}
+
+    assert app.state() == after_first, "no process restarted, no flag set, no link or registry changed"
+    assert again["changed"] is False and again["more"]["changed"] is False
+    entries = again["journal"] + again["more"]["journal"]
+    assert [event for event in events(entries) if event[0] in ("component.stopped", "component.started",
+                                                                "component.switched")] == []
+    assert step_entries(entries) == ok_steps(1, 2, 3, 5, 6)
+    assert_journal(entries)
+    stop_detail = again["detail"][1]
+    assert stop_detail.startswith("stopped nothing; tts (runs legacy since ")
+    assert stop_detail.endswith(": kept serving)") and "safety (runs legacy since " in stop_detail
+    for name in COMPONENTS:
+        assert health(app.url(name), probe=False)[1]["release"] == "legacy"
+
+
+def test_a_link_moved_back_by_hand_under_a_running_process_still_stops_it(app):
+    # current -> legacy by hand, but the processes started before that, on migrated: they are not back
+    for name in COMPONENTS:
+        run_module(cutover_release.main, {"root": str(app.component_dir(name)), "component": name,
+                                          "release": "legacy", "state": "current"})
+        assert health(app.url(name), probe=False)[1]["release"] == "migrated"
+    pids = app.pids()
+
+    result = rollback(app, [1, 2, 3])
+
+    assert data_by_component(result["journal"], "component.stopped").keys() == set(COMPONENTS)
+    assert {name: data["pid"] for name, data in data_by_component(result["journal"], "component.stopped").items()} == pids
+    assert result["detail"][1] == "stopped tts (pid %s), safety (pid %s)" % (pids["tts"], pids["safety"])
+    assert app.pids() == {"tts": None, "safety": None}
+
+
 BAD_INPUT = [
     ({"steps": [4]}, "steps must be a non-empty list of 1, 2, 3, 5, 6 (step 4 is cutover_redis_restore's), got [4]"),
     ({"steps": []}, "steps must be a non-empty list of 1, 2, 3, 5, 6"),
