@@ -15,34 +15,52 @@ TOTAL_LINES = 150
 LINE_CHARS = 600
 
 
-def failure_blocks(lines: list[str]) -> list[list[str]]:
-    """Each failure line with the indented lines of its result; an Ansible failure that was ignored is left out."""
-    blocks: list[list[str]] = []
-    index = 0
+def failure_blocks(lines: list[str]) -> list[tuple[int, list[str]]]:
+    """(line number, lines) of each failure line with the indented lines of its result; an Ansible failure that was
+    ignored is left out."""
+    blocks: list[tuple[int, list[str]]] = []
+    index, task = 0, ""
     while index < len(lines):
+        if lines[index].startswith("TASK ["):
+            task = lines[index]
         if not START.search(lines[index]):
             index += 1
             continue
-        block = [lines[index]]
+        start, block = index, ([task] if lines[index].startswith(("fatal:", "failed:")) and task else []) + [lines[index]]
         index += 1
         while index < len(lines) and (lines[index][:1] in (" ", "") and not START.search(lines[index])):
             if len(block) < BLOCK_LINES and lines[index].strip():
                 block.append(lines[index])
             index += 1
         if index >= len(lines) or not lines[index].startswith("...ignoring"):
-            blocks.append(block)
+            blocks.append((start, block))
     return blocks
+
+
+def decisive(blocks: list[tuple[int, list[str]]], lines: list[str]) -> list[list[str]]:
+    """The failures that failed the run: pytest's FAILED lines, and for each Molecule step that failed, the last
+    Ansible failure before it (scenarios that expect failures print many that failed nothing); else the last ones."""
+    failed_tests = [block for _, block in blocks if block[0].startswith("FAILED tests/")]
+    ansible = [(start, block) for start, block in blocks if any(line.startswith(("fatal:", "failed:")) for line in block)]
+    chosen: list[list[str]] = []
+    for number, line in enumerate(lines):
+        if "Executed: Failed" in line:
+            before = [block for start, block in ansible if start < number]
+            if before and before[-1] not in chosen:
+                chosen.append(before[-1])
+            chosen.append([line.strip()])
+    return failed_tests + (chosen or [block for _, block in ansible[-5:]])
 
 
 def main(path: str) -> int:
     with open(path, encoding="utf-8", errors="replace") as handle:
         lines = [BOX.sub("", ANSI.sub("", line.rstrip("\n")))[:LINE_CHARS] for line in handle]
-    blocks = failure_blocks(lines)
-    print("\n==== what failed (%d blocks, from %s) ====" % (len(blocks), path))
+    blocks = decisive(failure_blocks(lines), lines)
+    print("\n==== what failed (from %s) ====" % path)
     printed = 0
     for block in blocks:
         if printed + len(block) > TOTAL_LINES:
-            print("... %d more lines in %s" % (sum(len(rest) for rest in blocks) - printed, path))
+            print("... more in %s" % path)
             break
         print("\n".join(block))
         print("--")

@@ -34,4 +34,18 @@ def test_the_digest_shows_each_failure_with_its_result_lines_and_leaves_out_igno
     assert "ignored on purpose" not in out
     assert "failed: [localhost] (item=canary_fault) =>\n    msg: 'canary_fault: steps {app-1: [1, 2, 3, 5]}'" in out
     assert "FAILED tests/demo/test_faulty.py::test_pool_swallow - assert 0.65 <= 0.5" in out
-    assert "(2 blocks," in out and "\x1b" not in out
+    assert "TASK [Check the faults roll back]" in out and "\x1b" not in out
+
+
+def test_for_a_failed_molecule_step_the_digest_shows_the_last_failure_before_it_only(tmp_path, capsys) -> None:
+    expected_by_a_scenario = "fatal: [localhost]: FAILED! =>\n    msg: 'invalid probe options (expected)'\n"
+    decisive = "TASK [Check resume.yml rolled back]\nfatal: [localhost]: FAILED! =>\n    msg: 'no attribute reason'\n"
+    log = tmp_path / "make-test.log"
+    log.write_text(expected_by_a_scenario * 30 + decisive + "ERROR    fleet \u279c verify: Executed: Failed\n")
+
+    digest.main(str(log))
+
+    out = capsys.readouterr().out
+    assert "expected" not in out
+    assert "TASK [Check resume.yml rolled back]\nfatal: [localhost]: FAILED! =>\n    msg: 'no attribute reason'" in out
+    assert "verify: Executed: Failed" in out
