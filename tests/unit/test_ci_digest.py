@@ -49,3 +49,24 @@ def test_for_a_failed_molecule_step_the_digest_shows_the_last_failure_before_it_
     assert "expected" not in out
     assert "TASK [Check resume.yml rolled back]\nfatal: [localhost]: FAILED! =>\n    msg: 'no attribute reason'" in out
     assert "verify: Executed: Failed" in out
+
+
+def test_for_a_failed_playbook_command_the_digest_shows_the_failures_inside_its_output(tmp_path, capsys) -> None:
+    inner_ok = "".join("        ok: [host-%d]\n" % number for number in range(20))
+    inner_ignored = ("        TASK [Probe the quick test]\n        fatal: [app-1]: FAILED! =>\n"
+                     "            msg: 'expected and ignored'\n        ...ignoring\n")
+    inner_fatal = ("        TASK [cutover_rollback : Restore the snapshot]\n        fatal: [redis-1]: FAILED! =>\n"
+                   "            changed: false\n            msg: 'restore refused: manifest mismatch'\n"
+                   "        PLAY RECAP\n")
+    log = tmp_path / "make-test.log"
+    log.write_text("TASK [Run the playbook for step rollback]\nfatal: [localhost]: FAILED! =>\n    changed: true\n"
+                   "    rc: 2\n    stdout: |-\n" + inner_ok + inner_ignored + inner_fatal
+                   + "ERROR    e2e \u279c converge: Executed: Failed\n")
+
+    digest.main(str(log))
+
+    out = capsys.readouterr().out
+    assert "    rc: 2" in out
+    assert ("        TASK [cutover_rollback : Restore the snapshot]\n        fatal: [redis-1]: FAILED! =>\n"
+            "            changed: false\n            msg: 'restore refused: manifest mismatch'") in out
+    assert "expected and ignored" not in out
