@@ -126,9 +126,10 @@ def step_attempts(entries: list[Entry]) -> dict[str, dict[int, dict[str, Any]]]:
 
 def rollback_progress(targets: dict[str, list[dict[str, Any]]], redis_host: str | None,
                       attempts: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any]:
-    """Which host does which step, what is done, what failed, and the next step to run."""
+    """Which host does which step, what is done, what failed, and the next step to run. The Redis host takes part
+    only when a component was switched: a run that switched nothing has no data of a new release to undo."""
     hosts: dict[str, dict[str, Any]] = {}
-    participants = dict.fromkeys(list(targets) + ([redis_host] if redis_host else []))
+    participants = dict.fromkeys(list(targets) + ([redis_host] if redis_host and targets else []))
     for host in participants:
         steps = sorted(set(APP_STEPS if targets.get(host) else ()) | set(REDIS_STEPS if host == redis_host else ()))
         tried = attempts.get(host, {})
@@ -137,11 +138,14 @@ def rollback_progress(targets: dict[str, list[dict[str, Any]]], redis_host: str 
         pending = [step for step in steps if step not in done]
         hosts[host] = {"targets": targets.get(host, []), "steps": steps, "done": done, "failed": failed,
                        "next": pending[0] if pending and failed is None else None}
-    failure = next(({"host": host, "step": view["failed"], "name": ROLLBACK_STEP_NAMES[view["failed"]],
-                     "detail": attempts[host][view["failed"]].get("detail")}
-                    for host, view in hosts.items() if view["failed"] is not None), None)
+    # a failed step journaled by any host fails the rollback, also one of a host the journal no longer gives steps
+    failed_steps = [(host, view["failed"]) for host, view in hosts.items() if view["failed"] is not None] + [
+        (host, step) for host, tried in attempts.items() if host not in hosts
+        for step, data in sorted(tried.items()) if data.get("status") == "failed"]
+    failure = next(({"host": host, "step": step, "name": ROLLBACK_STEP_NAMES[step],
+                     "detail": attempts[host][step].get("detail")} for host, step in failed_steps), None)
     pending_steps = [view["next"] for view in hosts.values() if view["next"] is not None]
-    return {"hosts": hosts, "failed": failure, "complete": bool(hosts) and not pending_steps and failure is None,
+    return {"hosts": hosts, "failed": failure, "complete": not pending_steps and failure is None,
             "next_step": min(pending_steps, default=None), "step_names": ROLLBACK_STEP_NAMES,
             "components": [target["name"] for host_targets in targets.values() for target in host_targets]}
 

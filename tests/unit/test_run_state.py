@@ -262,3 +262,18 @@ def test_the_rollback_settings_of_a_run_come_from_its_run_started():
     settings = {"restore_policy": "whole_rdb", "restart_redis": "if_unhealthy"}
     assert run_state(journal(started(settings=settings)))["settings"] == settings
     assert run_state(journal(started()))["settings"] == {}, "a journal from before settings were recorded"
+
+
+def test_a_rollback_of_a_run_that_switched_nothing_has_no_step_to_take_and_restores_no_data():
+    refused = journal(started(), ("run.aborted", None, "app-3", {"stage": "preflight", "message": "down"}),
+                      ("run.finished", None, None, {"outcome": "failed", "message": "preflight failed on app-3"}))
+    rollback = journal(("run.started", None, None, {"playbook": "rollback", "components": ["tts", "safety"],
+                                                    "controller": "c", "user": "u", "target_run_id": RUN,
+                                                    "hosts": HOSTS, "redis_host": "redis-1"}),
+                       ("rollback.triggered", None, None, {"trigger": {"reason": "operator", "run_id": RUN}}),
+                       run_id="20261204T110000Z")
+    assert run_state(refused)["touched"] == []
+    state = run_state(rollback, refused)
+    # the Redis host takes steps 1 and 4 only when a component was switched: nothing to restore otherwise
+    assert state["rollback"]["hosts"] == {} and state["rollback"]["next_step"] is None
+    assert state["outcome"] == "rolled_back"

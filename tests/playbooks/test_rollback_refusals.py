@@ -1,0 +1,48 @@
+"""rollback.yml refuses a run it cannot roll back before anything changes: no lock, no journal entry.
+
+Real `ansible-playbook` runs of the local inventory in a run folder of their own, with Redis and every component on
+ports nothing listens on: the migrate is refused by its preflight, so no demo service needs to run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from cutover_testlib import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
+
+
+def run(playbook: str, variables: dict) -> tuple[int, str]:
+    done = subprocess.run([PLAYBOOK, "playbooks/%s.yml" % playbook, "-e", json.dumps(variables)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1"))
+    return done.returncode, " ".join((done.stdout + done.stderr).split())
+
+
+def journaled(run_dir: Path) -> dict[str, list[str]]:
+    return {path.stem: [json.loads(line)["event"] for line in path.read_text().splitlines() if line.strip()]
+            for path in sorted((run_dir / "state" / "journal").glob("*.jsonl"))}
+
+
+def test_the_newest_migrate_run_switched_nothing_so_rollback_refuses_it_naming_the_run(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    variables = {"toy_run_dir": str(run_dir), "toy_reports_dir": str(tmp_path / "reports"),
+                 "toy_redis_port": free_port(), "toy_port_base": free_port()}
+    rc, output = run("migrate", variables)
+    assert rc != 0 and "preflight" in output, output[-2000:]
+    (refused_run, events), = journaled(run_dir).items()
+    assert "run.aborted" in events and "component.switched" not in events
+
+    rc, output = run("rollback", {**variables, "cutover_rollback_reason": "undo the refused run"})
+
+    assert rc != 0, output[-2000:]
+    assert ("refused, nothing changed: migrate run %s switched no component, so there is nothing to roll back"
+            % refused_run) in output, output[-3000:]
+    assert "cutover_rollback_run_id" in output
+    assert journaled(run_dir) == {refused_run: events}, "the refused rollback journaled something"
+    assert not (run_dir / "state" / "lock").exists()
