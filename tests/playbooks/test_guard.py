@@ -40,6 +40,9 @@ CASES = {
                       ["cutover_rollback_hooks has the key 'before_7'", "before_1, after_1"]),
     "probe": ({"cutover_components": BAD_PROBE}, ["probe tts/hit: expect.max_ratio must be a number"]),
     "plan": ({"cutover_plan": ["tts", "nope"]}, ["cutover_plan names unknown component(s) nope; allowed:"]),
+    "run id": ({"cutover_run_id": "today"}, ["cutover_run_id must be a UTC timestamp", "got 'today'"]),
+    "rollback run id": ({"cutover_rollback_run_id": "last-one"},
+                        ["cutover_rollback_run_id must be a UTC timestamp", "got 'last-one'"]),
     "release": ({"cutover_target_release": "no-such-release"},
                 ["cutover_target_release 'no-such-release' has no folder", "allowed releases:", "migrated"]),
 }
