@@ -15,12 +15,17 @@ with the checkout (.cache/venvs):
     exposure_s       the failing component's component.stopped on that host after the verdict - the verdict
     outage_s         last ok rollback step 6 ended_at - the first component.stopped at or after the verdict
                      (the stops of the rollout's own restarts, before it, are no part of the rollback)
+  watch_mttr_s       playbooks/migrate.yml to faulty-late-fail-open (safety turns unsafe 60 s after it started)
+                     with an inline watch of 120 s at 5 s: a watch round must catch it and roll back (outcome
+                     rolled_back); last ok rollback step 6 ended_at - the failing verdict of phase watch. Most of
+                     the window's rounds are still to come then: a watch that let them run (or skip one by one)
+                     before the rollback shows here.
   healthy_migrate_s  playbooks/migrate.yml to migrated with cutover_watch_duration_s=0: must exit 0, migrated
 
 floor_s and the faulty migrate run --runs times, alternating (so a load change on this shared machine hits both
 alike); the medians go into the last line:
-RESULT mttr_s=A exposure_s=B outage_s=C floor_s=D mttr_vs_floor=E
-Goals (A <= 8, B <= 2, C <= 6, E <= 3, healthy_migrate_s <= 60) are printed met or missed; a missed goal does not
+RESULT mttr_s=A exposure_s=B outage_s=C floor_s=D mttr_vs_floor=E watch_mttr_s=F
+Goals (A <= 8, B <= 2, C <= 6, E <= 3, F <= 8, healthy_migrate_s <= 60) are printed met or missed; a missed goal does not
 fail the script. It exits 1 when a run misbehaves (exit code, report outcome) or a figure cannot be computed from
 the journal (the last line then names the missing event). The demo is taken down (demo_down.yml, same -e values)
 at the end, also on failure, Ctrl-C or SIGTERM, and the temp dir removed - kept (its logs/ and journal) when a run
@@ -49,9 +54,12 @@ ROOT = Path(__file__).resolve().parents[1]
 ANSIBLE_PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
 PLAN = ["monitoring", "ai", "tts", "security", "safety"]
 FAULTY_RELEASE = "faulty-safety-fail-open"
+LATE_FAULTY_RELEASE = "faulty-late-fail-open"
+WATCH_WINDOW = ("cutover_watch_duration_s=120", "cutover_watch_interval_s=5")
 HEALTHY_RELEASE = "migrated"
-GOALS = {"mttr_s": 8.0, "exposure_s": 2.0, "outage_s": 6.0, "mttr_vs_floor": 3.0, "healthy_migrate_s": 60.0}
-RESULT_FIGURES = ("mttr_s", "exposure_s", "outage_s", "floor_s", "mttr_vs_floor")
+GOALS = {"mttr_s": 8.0, "exposure_s": 2.0, "outage_s": 6.0, "mttr_vs_floor": 3.0, "watch_mttr_s": 8.0,
+         "healthy_migrate_s": 60.0}
+RESULT_FIGURES = ("mttr_s", "exposure_s", "outage_s", "floor_s", "mttr_vs_floor", "watch_mttr_s")
 FAILING_VERDICTS = ("fail", "error")
 JUDGED_PHASES = ("canary", "verify")
 CHILD_STOP_TIMEOUT_S = 30
@@ -83,24 +91,25 @@ def earliest(entries: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
     return min(entries, key=lambda entry: (entry_time(entry), entry.get("seq", 0)), default=None)
 
 
-def failing_verdict(entries: list[dict[str, Any]]) -> dict[str, Any]:
-    """The first (by ts) critical probe.result with verdict fail/error in phase canary/verify."""
+def failing_verdict(entries: list[dict[str, Any]], phases: tuple[str, ...] = JUDGED_PHASES) -> dict[str, Any]:
+    """The first (by ts) critical probe.result with verdict fail/error in one of ``phases``."""
     verdict = earliest(entry for entry in entries if entry.get("event") == "probe.result"
                        and (entry.get("data") or {}).get("verdict") in FAILING_VERDICTS
                        and (entry.get("data") or {}).get("critical") is True
-                       and (entry.get("data") or {}).get("phase") in JUDGED_PHASES)
+                       and (entry.get("data") or {}).get("phase") in phases)
     if verdict is None:
         raise JournalFigureError("no failing verdict: no probe.result entry with data.verdict in (fail, error), "
-                                 "data.critical true and data.phase in (canary, verify)")
+                                 "data.critical true and data.phase in (%s)" % ", ".join(phases))
     if not verdict.get("component") or not verdict.get("host"):
         raise JournalFigureError("the failing verdict (probe.result seq %s) names no component or host"
                                  % verdict.get("seq"))
     return verdict
 
 
-def rollback_figures(entries: list[dict[str, Any]]) -> dict[str, float]:
-    """mttr_s, exposure_s and outage_s (seconds) of one rolled-back run, from its journal entries."""
-    verdict = failing_verdict(entries)
+def rollback_figures(entries: list[dict[str, Any]], phases: tuple[str, ...] = JUDGED_PHASES) -> dict[str, float]:
+    """mttr_s, exposure_s and outage_s (seconds) of one rolled-back run, from its journal entries (the verdict
+    counted from is the first failing one of ``phases``)."""
+    verdict = failing_verdict(entries, phases)
     verdict_at = entry_time(verdict)
     # The rollout restarts (and journals the stops of) every component before the verdict: not the rollback's.
     stopped = [entry for entry in entries if entry.get("event") == "component.stopped"
@@ -298,22 +307,23 @@ class Demo:
 
 # ---- the benchmark ---------------------------------------------------------------------------------------
 
-def journal_figures(demo: Demo, run_id: str, label: str) -> dict[str, float]:
+def journal_figures(demo: Demo, run_id: str, label: str, phases: tuple[str, ...] = JUDGED_PHASES) -> dict[str, float]:
     """The rollback figures of one run from its journal, printed with the verdict they count from."""
     entries = demo.journal(run_id)
-    verdict = failing_verdict(entries)
-    figures = rollback_figures(entries)
+    verdict = failing_verdict(entries, phases)
+    figures = rollback_figures(entries, phases)
     print("%s failing: %s/%s on %s (%s); mttr_s=%.2f exposure_s=%.2f outage_s=%.2f" % (
         label, verdict["component"], verdict["data"].get("probe"), verdict["host"], verdict["ts"],
         figures["mttr_s"], figures["exposure_s"], figures["outage_s"]), flush=True)
     return figures
 
 
-def measure(demo: Demo, runs: int) -> tuple[list[dict[str, float]], list[str], float]:
-    """Demo up, then ``runs`` times floor + faulty migrate, then the healthy migrate.
+def measure(demo: Demo, runs: int) -> tuple[list[dict[str, float]], list[str], dict[str, float]]:
+    """Demo up, then ``runs`` times floor + faulty migrate, then the late fault caught by the watch, then the
+    healthy migrate.
 
-    Returns the per-run figures, the journal errors (runs whose figures cannot be computed) and
-    healthy_migrate_s. Raises Misbehaved when a run ends otherwise than expected."""
+    Returns the per-run figures, the journal errors (runs whose figures cannot be computed) and the single-run
+    figures (watch_mttr_s, healthy_migrate_s). Raises Misbehaved when a run ends otherwise than expected."""
     up = demo.playbook("demo_up", "playbooks/demo_up.yml")
     demo.expect(up, up.rc == 0, "the demo did not come up")
     print("demo_up_s: %.2f" % up.seconds, flush=True)
@@ -335,10 +345,22 @@ def measure(demo: Demo, runs: int) -> tuple[list[dict[str, float]], list[str], f
         except (OSError, JournalFigureError) as error:
             errors.append("run %d (%s): %s" % (number, run_id, error))
             print("%s figures: %s" % (label, error), flush=True)
+    single = {}
+    late, report = demo.migrate("late-fault", LATE_FAULTY_RELEASE, "rolled_back", run_id,
+                                "cutover_allow_failed_release=true", *WATCH_WINDOW)
+    run_id = report["run_id"]
+    print("watch run migrate_s: %.2f (rc=%d outcome=%s run %s)" % (late.seconds, late.rc, report["outcome"], run_id),
+          flush=True)
+    try:
+        single["watch_mttr_s"] = journal_figures(demo, run_id, "watch run", ("watch",))["mttr_s"]
+    except (OSError, JournalFigureError) as error:
+        errors.append("watch run (%s): %s" % (run_id, error))
+        print("watch run figures: %s" % error, flush=True)
     healthy, report = demo.migrate("healthy", HEALTHY_RELEASE, "migrated", run_id, "cutover_watch_duration_s=0")
     print("healthy_migrate_s: %.2f (rc=%d outcome=%s run %s)" % (healthy.seconds, healthy.rc, report["outcome"],
                                                                 report["run_id"]), flush=True)
-    return figures, errors, healthy.seconds
+    single["healthy_migrate_s"] = healthy.seconds
+    return figures, errors, single
 
 
 def teardown(demo: Demo) -> list[str]:
@@ -387,10 +409,10 @@ def finish(demo: Demo, keep: bool, failed: bool, interrupted: bool) -> list[str]
     return left_behind
 
 
-def print_result(figures: list[dict[str, float]], healthy_s: float) -> None:
-    result = dict(summarize(figures), healthy_migrate_s=healthy_s)
+def print_result(figures: list[dict[str, float]], single: dict[str, float]) -> None:
+    result = dict(summarize(figures), **single)
     if len(figures) > 1:
-        print("medians: " + ", ".join("%s %.2f" % (name, result[name]) for name in RESULT_FIGURES))
+        print("medians: " + ", ".join("%s %.2f" % (name, result[name]) for name in RESULT_FIGURES if name not in single))
     print("\n".join(goal_lines(result)))
     print(result_line(result), flush=True)
 
@@ -421,7 +443,7 @@ def main() -> int:
     journal_errors: list[str] = []
     exit_code, interrupted = 1, False
     try:
-        figures, journal_errors, healthy_s = measure(demo, args.runs)
+        figures, journal_errors, single = measure(demo, args.runs)
     except Misbehaved as error:
         problems.append(str(error))
     except KeyboardInterrupt:
@@ -440,7 +462,7 @@ def main() -> int:
     if journal_errors:
         print("ERROR figures cannot be computed from the journal: %s" % "; ".join(journal_errors), flush=True)
         return 1
-    print_result(figures, healthy_s)
+    print_result(figures, single)
     return 0
 
 

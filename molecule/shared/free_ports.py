@@ -51,7 +51,7 @@ def claimed(ephemeral_parent: Path) -> set[int]:
     return ports
 
 
-def pick(span: int, taken: set[int]) -> int:
+def pick(span: int, taken: set[int] | frozenset[int] = frozenset()) -> int:
     highest = max(LOWEST + 1000, ephemeral_start() - span - 1)
     for _ in range(500):
         base = random.randrange(LOWEST, highest)

@@ -87,6 +87,20 @@ def test_only_a_critical_failing_canary_or_verify_verdict_counts():
                                                                      "outage_s": 2.0})
 
 
+def test_the_watch_run_counts_from_the_first_failing_watch_verdict_only():
+    journal = Journal()
+    journal.probe("01.000", "safety", "fail", phase="verify", critical=False, probe="latency_p95_ms")
+    journal.probe("02.000", "safety", "pass", phase="watch")
+    journal.probe("30.000", "safety", "fail", phase="watch")
+    journal.stopped("30.400", "safety")
+    journal.step("36.000", 6, "ok", "35.000", "36.000")
+    assert bench.failing_verdict(journal.entries, ("watch",))["seq"] == 3
+    assert bench.rollback_figures(journal.entries, ("watch",)) == pytest.approx(
+        {"mttr_s": 6.0, "exposure_s": 0.4, "outage_s": 5.6})
+    with pytest.raises(bench.JournalFigureError, match=r"data.phase in \(canary, verify\)"):
+        bench.failing_verdict(journal.entries)
+
+
 def test_several_hosts_take_the_earliest_verdict_its_own_host_stop_and_the_last_step_6():
     journal = Journal()
     journal.stopped("00.500", "safety", host="app-2")  # the rollout's restart on app-2
@@ -185,11 +199,12 @@ def test_summary_takes_medians_and_divides_them():
     summary = bench.summarize(runs)
     assert summary == pytest.approx({"mttr_s": 7.0, "exposure_s": 1.0, "outage_s": 5.0, "floor_s": 2.5,
                                      "mttr_vs_floor": 2.8})
-    assert bench.result_line(summary) == ("RESULT mttr_s=7.00 exposure_s=1.00 outage_s=5.00 floor_s=2.50 "
-                                          "mttr_vs_floor=2.80")
-    assert bench.goal_lines(dict(summary, healthy_migrate_s=61.0)) == [
+    assert bench.result_line(dict(summary, watch_mttr_s=9.5)) == (
+        "RESULT mttr_s=7.00 exposure_s=1.00 outage_s=5.00 floor_s=2.50 mttr_vs_floor=2.80 watch_mttr_s=9.50")
+    assert bench.goal_lines(dict(summary, watch_mttr_s=9.5, healthy_migrate_s=61.0)) == [
         "goal mttr_s <= 8: met (7.00)", "goal exposure_s <= 2: met (1.00)", "goal outage_s <= 6: met (5.00)",
-        "goal mttr_vs_floor <= 3: met (2.80)", "goal healthy_migrate_s <= 60: MISSED (61.00)"]
+        "goal mttr_vs_floor <= 3: met (2.80)", "goal watch_mttr_s <= 8: MISSED (9.50)",
+        "goal healthy_migrate_s <= 60: MISSED (61.00)"]
     assert bench.summarize(runs[:2])["mttr_s"] == pytest.approx(7.5)
     with pytest.raises(ValueError, match="no runs"):
         bench.summarize([])
