@@ -3,6 +3,7 @@ bench-rollback`): which events each figure comes from, several hosts, a rerun st
 the event when one is missing."""
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -208,3 +209,12 @@ def test_summary_takes_medians_and_divides_them():
     assert bench.summarize(runs[:2])["mttr_s"] == pytest.approx(7.5)
     with pytest.raises(ValueError, match="no runs"):
         bench.summarize([])
+
+
+def test_the_demo_of_the_bench_gets_free_ports_of_its_own_and_its_vars(tmp_path: Path):
+    demo = bench.Demo(tmp_path)
+    variables = json.loads(demo.vars_file.read_text())
+    assert variables["toy_port_base"] == demo.port_base and variables["toy_redis_port"] == demo.redis_port
+    assert len(set(demo.ports)) == len(bench.PLAN) + 1 and demo.redis_port not in range(demo.port_base + 1,
+                                                                                         demo.port_base + 7)
+    assert variables["cutover_plan"] == bench.PLAN and (tmp_path / "logs").is_dir()
