@@ -24,8 +24,9 @@ with the checkout (.cache/venvs):
 
 floor_s and the faulty migrate run --runs times, alternating (so a load change on this shared machine hits both
 alike); the medians go into the last line:
-RESULT mttr_s=A exposure_s=B outage_s=C floor_s=D mttr_vs_floor=E watch_mttr_s=F
-Goals (A <= 8, B <= 2, C <= 6, E <= 3, F <= 8, healthy_migrate_s <= 60) are printed met or missed; a missed goal does not
+RESULT mttr_s=A exposure_s=B outage_s=C floor_s=D mttr_vs_floor=E
+Goals (A <= 8, B <= 2, C <= 6, E <= 3, healthy_migrate_s <= 60) are printed met or missed (watch_mttr_s, one run,
+is printed on its own line before, without a goal); a missed goal does not
 fail the script. It exits 1 when a run misbehaves (exit code, report outcome) or a figure cannot be computed from
 the journal (the last line then names the missing event). The demo is taken down (demo_down.yml, same -e values)
 at the end, also on failure, Ctrl-C or SIGTERM, and the temp dir removed - kept (its logs/ and journal) when a run
@@ -57,9 +58,8 @@ FAULTY_RELEASE = "faulty-safety-fail-open"
 LATE_FAULTY_RELEASE = "faulty-late-fail-open"
 WATCH_WINDOW = ("cutover_watch_duration_s=120", "cutover_watch_interval_s=5")
 HEALTHY_RELEASE = "migrated"
-GOALS = {"mttr_s": 8.0, "exposure_s": 2.0, "outage_s": 6.0, "mttr_vs_floor": 3.0, "watch_mttr_s": 8.0,
-         "healthy_migrate_s": 60.0}
-RESULT_FIGURES = ("mttr_s", "exposure_s", "outage_s", "floor_s", "mttr_vs_floor", "watch_mttr_s")
+GOALS = {"mttr_s": 8.0, "exposure_s": 2.0, "outage_s": 6.0, "mttr_vs_floor": 3.0, "healthy_migrate_s": 60.0}
+RESULT_FIGURES = ("mttr_s", "exposure_s", "outage_s", "floor_s", "mttr_vs_floor")
 FAILING_VERDICTS = ("fail", "error")
 JUDGED_PHASES = ("canary", "verify")
 CHILD_STOP_TIMEOUT_S = 30
@@ -412,7 +412,9 @@ def finish(demo: Demo, keep: bool, failed: bool, interrupted: bool) -> list[str]
 def print_result(figures: list[dict[str, float]], single: dict[str, float]) -> None:
     result = dict(summarize(figures), **single)
     if len(figures) > 1:
-        print("medians: " + ", ".join("%s %.2f" % (name, result[name]) for name in RESULT_FIGURES if name not in single))
+        print("medians: " + ", ".join("%s %.2f" % (name, result[name]) for name in RESULT_FIGURES))
+    if "watch_mttr_s" in result:
+        print("watch_mttr_s: %.2f (a late fault caught by a watch round; one run, no goal)" % result["watch_mttr_s"])
     print("\n".join(goal_lines(result)))
     print(result_line(result), flush=True)
 
